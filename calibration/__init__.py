@@ -1,0 +1,1 @@
+"""segrt.calibration."""
