@@ -1,0 +1,117 @@
+"""One conformance suite, run against every backend present (as segmentation_models_pytorch's tester).
+
+Each backend is opened on the same tiny bundle whose output has an exact numpy
+reference, so a backend passes only by computing the right answer. TensorRT runs
+here only where TensorRT and a GPU exist (marked ``gpu``).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from segrt.errors import BackendError
+from segrt.runtime.backends.base import Backend, StageTimes
+from segrt.runtime.bundle import Bundle
+from segrt.tools.tiny_model import reference_logits, reference_mask, tiny_bundle
+
+H, W = 32, 48
+
+
+def _onnxruntime(bundle: Bundle, precision: str) -> Backend:
+    from segrt.runtime.backends.onnxruntime import OnnxRuntimeBackend
+    return OnnxRuntimeBackend(bundle.onnx_path(precision), threads=1)
+
+
+def _tensorrt(bundle: Bundle, precision: str) -> Backend:  # pragma: no cover - needs a GPU
+    from segrt.runtime.backends.select import backend_for_bundle
+    return backend_for_bundle(bundle, backend="tensorrt", precision=precision)
+
+
+BACKENDS = [
+    pytest.param(_onnxruntime, id="onnxruntime"),
+    pytest.param(_tensorrt, id="tensorrt", marks=pytest.mark.gpu),
+]
+
+
+@pytest.fixture(scope="module", params=[True, False], ids=["fused", "unfused"])
+def bundle(request, tmp_path_factory) -> Bundle:
+    return tiny_bundle(tmp_path_factory.mktemp("tiny"), H, W, fused=request.param)
+
+
+def _frames(n: int = 3) -> list[np.ndarray]:
+    rng = np.random.default_rng(7)
+    frames = [rng.integers(0, 256, (1, H, W, 3), dtype=np.uint8)]
+    yy, xx = np.mgrid[0:H, 0:W]
+    grad = np.stack([xx * 255 // W, yy * 255 // H, 255 - xx * 255 // W], -1).astype(np.uint8)[None]
+    frames.append(grad)
+    frames.append(np.zeros((1, H, W, 3), np.uint8))
+    return frames[:n]
+
+
+def _feed(bundle: Bundle, frame: np.ndarray) -> np.ndarray:
+    if bundle.manifest.input.fused:
+        return frame
+    rgb = frame[..., ::-1].astype(np.float32)
+    return np.ascontiguousarray(((rgb - 127.5) / 127.5).transpose(0, 3, 1, 2))
+
+
+@pytest.mark.parametrize("make", BACKENDS)
+def test_specs_match_manifest(make, bundle):
+    with make(bundle, "fp32") as be:
+        (inp,) = be.input_specs
+        assert inp.name == bundle.manifest.input.name
+        assert tuple(inp.shape) == bundle.manifest.input.shape
+        assert inp.dtype == np.dtype(bundle.manifest.input.dtype)
+        assert [o.name for o in be.output_specs] == list(bundle.manifest.output.names)
+
+
+@pytest.mark.parametrize("make", BACKENDS)
+def test_outputs_match_reference(make, bundle):
+    with make(bundle, "fp32") as be:
+        for frame in _frames():
+            out = be.infer(_feed(bundle, frame))
+            if bundle.manifest.output.kind == "mask":
+                mask = out["mask"]
+                assert mask.dtype == np.uint8 and mask.shape == (1, H, W)
+                np.testing.assert_array_equal(mask, reference_mask(frame))
+            else:
+                logits = out["logits"]
+                assert logits.dtype == np.float32 and logits.shape == (1, 4, H, W)
+                np.testing.assert_allclose(logits, reference_logits(frame), atol=1e-5)
+
+
+@pytest.mark.parametrize("make", BACKENDS)
+def test_life_cycle(make, bundle):
+    be = make(bundle, "fp32")
+    assert not be.is_open
+    with pytest.raises(BackendError, match="before open"):
+        be.infer(_feed(bundle, _frames(1)[0]))
+    be.open()
+    be.open()  # idempotent
+    first = {k: v.copy() for k, v in be.infer(_feed(bundle, _frames(1)[0])).items()}
+    assert isinstance(be.last_times, StageTimes) and be.last_times.total_ms > 0
+    be.close()
+    be.close()  # idempotent
+    assert not be.is_open
+    with be:  # reopen after close
+        again = be.infer({bundle.manifest.input.name: _feed(bundle, _frames(1)[0])})
+    for k in first:
+        np.testing.assert_array_equal(first[k], again[k])
+    assert "backend" in be.describe()
+
+
+@pytest.mark.parametrize("make", BACKENDS)
+def test_deterministic_over_repeated_calls(make, bundle):
+    frame = _feed(bundle, _frames(2)[1])
+    with make(bundle, "fp32") as be:
+        outs = [{k: v.copy() for k, v in be.infer(frame).items()} for _ in range(3)]
+    for o in outs[1:]:
+        for k in o:
+            np.testing.assert_array_equal(o[k], outs[0][k])
+
+
+@pytest.mark.parametrize("make", BACKENDS)
+def test_wrong_input_is_a_backend_error(make, bundle):
+    with make(bundle, "fp32") as be:
+        with pytest.raises(BackendError):
+            be.infer({"not_an_input": _feed(bundle, _frames(1)[0])})
