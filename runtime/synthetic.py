@@ -1,0 +1,571 @@
+"""A generated moving scene of textured shapes with a ground-truth mask for every frame.
+
+``synthetic://`` is the project's camera-free test source (like GStreamer's ``videotestsrc``, but
+with labels): INT8 calibration, accuracy gates, tests, benchmarks and the demo all read it. It is
+built to look like a camera, not a test card:
+
+* every foreground class has a distinct geometry *and* an appearance family (a hue range and a
+  texture type) with per-object variation, so a small net can learn it the way it learns real
+  object classes;
+* the background is a drifting textured gradient with clutter (muted blobs and lines, a few small
+  saturated ones) that must stay background;
+* objects translate across the frame (entering and leaving it), rotate and change scale; the larger
+  (nearer) object is drawn on top, and its label wins, so occlusion order changes over time;
+  rings have holes through which whatever lies behind shows, with that label;
+* the camera pans slowly; lighting changes (global gain, a drifting gradient, white-balance drift,
+  vignetting); some frames are motion- or defocus-blurred; sensor noise is added last.
+
+Frame ``i`` is a pure function of ``(config, i)``: nothing is carried from frame to frame, so a
+calibration reader can sample evenly and a test can seek. Geometry is resolution independent
+(positions and sizes are fractions of the frame), so a 960x540 and a 1920x1080 scene show the same
+shapes in the same places.
+
+Speed: the background, the noise and the per-class texture tiles are rendered once per scene;
+a frame is a crop of the background, a few ROI-sized warps and masked copies, one gain multiply,
+an optional box blur and one noise add, all in OpenCV. No torch here: the runtime never imports it.
+
+A scene instance serialises :meth:`SyntheticScene.render_into` with a lock (it reuses scratch
+buffers); use one instance per thread for parallel rendering.
+"""
+from __future__ import annotations
+
+import math
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, fields
+from urllib.parse import parse_qsl
+
+import cv2
+import numpy as np
+
+from segrt.errors import ConfigError
+
+__all__ = [
+    "SYNTHETIC_CLASSES",
+    "SYNTHETIC_PALETTE",
+    "SyntheticConfig",
+    "SyntheticScene",
+    "synthetic_config_from_query",
+]
+
+SYNTHETIC_CLASSES: tuple[str, ...] = ("background", "disc", "box", "triangle", "ring", "cross")
+
+# Drawing colour per class (BGR) for overlays; chosen to echo each class's appearance family.
+SYNTHETIC_PALETTE: tuple[tuple[int, int, int], ...] = (
+    (0, 0, 0),  # background
+    (40, 40, 220),  # disc: red
+    (220, 120, 30),  # box: blue
+    (60, 200, 60),  # triangle: green
+    (30, 220, 240),  # ring: yellow
+    (200, 60, 210),  # cross: magenta
+)
+
+# Appearance family per foreground class: OpenCV hue range (0..180), saturation and value
+# ranges, texture kind. Hue ranges do not overlap; background colours stay below ~70 saturation.
+_FAMILIES: dict[int, dict] = {
+    1: {"hue": (0, 10), "sat": (150, 235), "val": (130, 235), "texture": "speckle"},
+    2: {"hue": (100, 122), "sat": (120, 230), "val": (110, 230), "texture": "stripes"},
+    3: {"hue": (42, 75), "sat": (120, 230), "val": (100, 220), "texture": "checker"},
+    4: {"hue": (20, 32), "sat": (150, 240), "val": (150, 245), "texture": "bands"},
+    5: {"hue": (140, 165), "sat": (110, 220), "val": (110, 225), "texture": "dots"},
+}
+
+_AREA_SCALE = {1: 0.9, 2: 1.05, 3: 1.3, 4: 1.05, 5: 1.05}
+
+_NOISE_MARGIN = 64  # the noise bank is larger than a frame by this; a frame takes a random crop
+_PATCH_CACHE = 64  # object texture patches kept (an object lives for many frames)
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """Parameters of a synthetic scene. All geometry scales with ``width``/``height``.
+
+    ``frames`` is the nominal stream length a source plays; :meth:`SyntheticScene.render` accepts
+    any non-negative index. ``noise`` is the sensor-noise standard deviation on the 0..255 scale,
+    ``blur`` the fraction of frames that are motion- or defocus-blurred, ``clutter`` the number
+    of background clutter items, ``objects`` the number of foreground objects alive at a time.
+    """
+
+    width: int = 1280
+    height: int = 720
+    fps: float = 30.0
+    frames: int = 300
+    seed: int = 0
+    objects: int = 8
+    noise: float = 4.0
+    blur: float = 0.25
+    clutter: int = 24
+
+    def __post_init__(self) -> None:
+        def check_int(name: str, lo: int, hi: int) -> None:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise ConfigError(f"synthetic: {name} must be an integer, got {value!r}")
+            if not lo <= value <= hi:
+                raise ConfigError(f"synthetic: {name}={value} is out of range [{lo}, {hi}]")
+
+        def check_float(name: str, lo: float, hi: float) -> None:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+                raise ConfigError(f"synthetic: {name} must be a number, got {value!r}")
+            if not (math.isfinite(value) and lo <= value <= hi):
+                raise ConfigError(f"synthetic: {name}={value} is out of range [{lo}, {hi}]")
+
+        check_int("width", 32, 8192)
+        check_int("height", 32, 8192)
+        check_float("fps", 0.1, 1000.0)
+        check_int("frames", 1, 10**9)
+        check_int("seed", 0, 2**31 - 1)
+        check_int("objects", 0, 32)
+        check_float("noise", 0.0, 64.0)
+        check_float("blur", 0.0, 1.0)
+        check_int("clutter", 0, 1000)
+
+
+_QUERY_KEYS = ("size", "width", "height", "fps", "frames", "seed", "objects", "noise", "blur", "clutter")
+
+
+def synthetic_config_from_query(query: str) -> SyntheticConfig:
+    """Parse ``"size=1920x1080&fps=30&frames=300&seed=0"`` (a leading ``?`` is allowed).
+
+    Keys: size (WxH), width, height, fps, frames, seed, objects, noise, blur, clutter. Unknown
+    keys, repeated keys and malformed values raise :class:`ConfigError` naming the key.
+    """
+    query = query.lstrip("?")
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
+    except ValueError as exc:
+        raise ConfigError(
+            f"synthetic: cannot parse query {query!r}", hint="use key=value pairs joined by '&'"
+        ) from exc
+    kw: dict[str, object] = {}
+    seen: set[str] = set()
+    types = {f.name: f.type for f in fields(SyntheticConfig)}
+    for key, raw in pairs:
+        if key not in _QUERY_KEYS:
+            raise ConfigError(
+                f"synthetic: unknown parameter {key!r}", hint=f"valid keys: {', '.join(_QUERY_KEYS)}"
+            )
+        if key in seen:
+            raise ConfigError(f"synthetic: parameter {key!r} given twice")
+        seen.add(key)
+        if key == "size":
+            parts = raw.lower().split("x")
+            if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+                raise ConfigError(
+                    f"synthetic: size={raw!r} is not WIDTHxHEIGHT", hint="e.g. size=1920x1080"
+                )
+            kw["width"], kw["height"] = int(parts[0]), int(parts[1])
+            continue
+        try:
+            kw[key] = float(raw) if types[key] in ("float", float) else int(raw)
+        except ValueError as exc:
+            kind = "a number" if types[key] in ("float", float) else "an integer"
+            raise ConfigError(f"synthetic: {key}={raw!r} is not {kind}") from exc
+    if "size" in seen and ({"width", "height"} & seen):
+        raise ConfigError("synthetic: give either size=WxH or width/height, not both")
+    return SyntheticConfig(**kw)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------------------------
+# Deterministic randomness: every draw is keyed by (seed, purpose, ...) so nothing depends on
+# the order in which frames or objects are rendered.
+
+_SALT_BACKGROUND, _SALT_NOISE, _SALT_OBJECT, _SALT_FRAME, _SALT_SCENE = 11, 12, 13, 14, 15
+
+
+def _rng(*key: int) -> np.random.Generator:
+    return np.random.default_rng([int(k) & 0xFFFFFFFF for k in key])
+
+
+def _hsv_to_bgr(h: float, s: float, v: float) -> np.ndarray:
+    px = np.array([[[h, s, v]]], dtype=np.uint8)
+    return cv2.cvtColor(px, cv2.COLOR_HSV2BGR)[0, 0].astype(np.float32)
+
+
+def _value_noise(rng: np.random.Generator, h: int, w: int, octaves: tuple[int, ...]) -> np.ndarray:
+    """Smooth multi-octave noise in [0, 1], float32 (h, w): random grids resized bicubically."""
+    acc = np.zeros((h, w), np.float32)
+    total = 0.0
+    for i, cells in enumerate(octaves):
+        gh = max(2, int(round(cells * h / max(h, w))) + 1)
+        gw = max(2, int(round(cells * w / max(h, w))) + 1)
+        grid = rng.random((gh, gw), dtype=np.float32)
+        amp = 0.55**i
+        acc += amp * cv2.resize(grid, (w, h), interpolation=cv2.INTER_CUBIC)
+        total += amp
+    acc /= total
+    lo, hi = float(acc.min()), float(acc.max())
+    return (acc - lo) / max(hi - lo, 1e-6)
+
+
+# --------------------------------------------------------------------------------------------
+# Shapes: canonical polygons in units of the object's radius, centred on the origin.
+
+
+def _ellipse_poly(rx: float, ry: float, n: int = 72) -> np.ndarray:
+    a = np.linspace(0.0, 2 * np.pi, n, endpoint=False)
+    return np.stack([rx * np.cos(a), ry * np.sin(a)], axis=1)
+
+
+def _shape_polys(cls: int, rng: np.random.Generator) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """(filled polygons, hole polygons) of one object of class ``cls``, radius ~1."""
+    if cls == 1:  # disc: a circle seen at a slight slant
+        return [_ellipse_poly(1.0, rng.uniform(0.78, 1.0))], []
+    if cls == 2:  # box: a rectangle, aspect 0.55..1
+        aspect = rng.uniform(0.55, 1.0)
+        a = 1.0 / math.sqrt(1 + aspect**2)
+        b = a * aspect
+        return [np.array([[-a, -b], [a, -b], [a, b], [-a, b]])], []
+    if cls == 3:  # triangle: irregular, vertices jittered around 120 degrees apart
+        ang = np.deg2rad(np.array([90.0, 210.0, 330.0]) + rng.uniform(-14, 14, 3))
+        rad = rng.uniform(0.9, 1.05, 3)
+        return [np.stack([rad * np.cos(ang), rad * np.sin(ang)], axis=1)], []
+    if cls == 4:  # ring: what lies behind shows through the hole
+        ry = rng.uniform(0.8, 1.0)
+        inner = rng.uniform(0.45, 0.6)
+        return [_ellipse_poly(1.0, ry)], [_ellipse_poly(inner, inner * ry, 56)]
+    if cls == 5:  # cross: a plus sign with arms of half-width w
+        w = rng.uniform(0.26, 0.36)
+        L = 1.0 / math.sqrt(1 + w**2)
+        pts = [(w, -w), (L, -w), (L, w), (w, w), (w, L), (-w, L), (-w, w), (-L, w), (-L, -w),
+               (-w, -w), (-w, -L), (w, -L)]
+        return [np.array(pts, dtype=np.float64)], []
+    raise ValueError(f"no shape for class {cls}")
+
+
+def _texture_pattern(kind: str, rng: np.random.Generator, size: int) -> np.ndarray:
+    """A float32 (size, size) pattern in [0, 1] of the given texture family."""
+    u = (np.arange(size, dtype=np.float32) / size - 0.5) * 2.0  # -1..1 across the patch
+    x, y = np.meshgrid(u, u)
+    noise = _value_noise(rng, size, size, (4, 12, 40))
+    if kind == "speckle":  # matte, lit from one side, fine grain
+        lx, ly = rng.uniform(-0.7, 0.7, 2)
+        shade = np.clip(0.65 + 0.45 * (x * lx + y * ly) - 0.25 * (x * x + y * y), 0, 1)
+        grain = rng.random((size, size), dtype=np.float32)
+        p = 0.65 * shade + 0.2 * noise + 0.15 * grain
+    elif kind == "stripes":  # planks / corrugation along a random axis, wobbling
+        theta = rng.uniform(0, np.pi)
+        freq = rng.uniform(3.0, 7.0) * np.pi
+        t = x * math.cos(theta) + y * math.sin(theta)
+        p = 0.5 + 0.35 * np.sin(freq * t + 2.5 * noise) + 0.15 * (noise - 0.5)
+    elif kind == "checker":  # a grid of tiles with grout-like variation
+        cells = rng.uniform(2.5, 5.0)
+        cx = np.floor((x + 1) * cells) + np.floor((y + 1) * cells)
+        p = 0.3 + 0.45 * (cx % 2) + 0.25 * noise
+    elif kind == "bands":  # concentric bands (turned wood, ripples)
+        freq = rng.uniform(5.0, 10.0) * np.pi
+        r = np.sqrt(x * x + y * y)
+        p = 0.55 + 0.3 * np.sin(freq * r + 1.5 * noise) + 0.15 * (noise - 0.5)
+    elif kind == "dots":  # polka dots on a smooth ground
+        cells = rng.uniform(3.0, 6.0)
+        fx = ((x + 1) * cells) % 1.0 - 0.5
+        fy = ((y + 1) * cells) % 1.0 - 0.5
+        dots = (fx * fx + fy * fy) < rng.uniform(0.06, 0.12)
+        p = 0.25 + 0.5 * dots + 0.25 * noise
+    else:
+        raise ValueError(f"unknown texture {kind!r}")
+    return np.clip(p, 0.0, 1.0).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class _Object:
+    """One object's life: class, shape, motion and appearance, fixed for one epoch."""
+
+    cls: int
+    polys: tuple[np.ndarray, ...]
+    holes: tuple[np.ndarray, ...]
+    radius: float  # fraction of frame height
+    start: tuple[float, float]  # normalised frame coordinates (0..1), may lie outside
+    end: tuple[float, float]
+    t0: float  # epoch start (s)
+    duration: float  # epoch length (s)
+    angle0: float
+    spin: float  # rad/s
+    scale_amp: float
+    scale_freq: float  # cycles per epoch
+    scale_phase: float
+    wobble: float  # perpendicular sway, fraction of frame height
+    key: tuple[int, int]  # (slot, epoch): the appearance cache key
+
+
+class SyntheticScene:
+    """A deterministic moving scene; :meth:`render` gives ``(BGR image, label)`` for any frame."""
+
+    def __init__(self, config: SyntheticConfig) -> None:
+        if not isinstance(config, SyntheticConfig):
+            raise ConfigError(f"SyntheticScene needs a SyntheticConfig, got {type(config).__name__}")
+        self.config = config
+        self.classes = SYNTHETIC_CLASSES
+        self.palette = SYNTHETIC_PALETTE
+        h, w = config.height, config.width
+        self._px = h / 1080.0  # pixel scale relative to the 1080p design resolution
+        self._margin = max(4, int(round(0.05 * h)))  # camera pan range around the background
+        self._background = self._make_background()
+        self._noise = self._make_noise()
+        # Scratch buffers reused by every frame (guarded by the lock).
+        self._mask = np.zeros((h, w), np.uint8)
+        self._gain = np.empty((h, w, 3), np.uint8)
+        self._lock = threading.Lock()
+        self._patches: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
+        scene = _rng(config.seed, _SALT_SCENE)
+        # Per-slot lifetimes, staggered so objects do not all change at once.
+        self._slot_period = scene.uniform(5.0, 11.0, max(config.objects, 1))
+        self._slot_phase = scene.uniform(0.0, 1.0, max(config.objects, 1)) * self._slot_period
+        self._class_perm = scene.permutation(len(SYNTHETIC_CLASSES) - 1) + 1
+        self._pan = scene.uniform(0, 2 * np.pi, 4)
+        self._light = scene.uniform(0, 2 * np.pi, 8)
+
+    # ---------------------------------------------------------------- scene construction
+
+    def _make_background(self) -> np.ndarray:
+        cfg = self.config
+        rng = _rng(cfg.seed, _SALT_BACKGROUND)
+        m = self._margin
+        h, w = cfg.height + 2 * m, cfg.width + 2 * m
+        # Two or three muted colours blended by smooth noise, plus a broad gradient.
+        base = [
+            _hsv_to_bgr(rng.uniform(0, 180), rng.uniform(5, 60), rng.uniform(50, 200))
+            for _ in range(3)
+        ]
+        n1 = _value_noise(rng, h, w, (3, 9, 27, 81))[..., None]
+        n2 = _value_noise(rng, h, w, (2, 6))[..., None]
+        img = base[0] * (1 - n1) + base[1] * n1
+        img = img * (1 - 0.5 * n2) + base[2] * (0.5 * n2)
+        gy = np.linspace(rng.uniform(0.75, 1.0), rng.uniform(1.0, 1.25), h, dtype=np.float32)
+        img *= gy[:, None, None]
+        bg = np.clip(img, 0, 255).astype(np.uint8)
+        # Clutter: muted blobs and lines at all scales, a few small saturated specks and scratches.
+        scale = cfg.height / 1080.0
+        for _ in range(cfg.clutter):
+            saturated = rng.random() < 0.2
+            colour = _hsv_to_bgr(
+                rng.uniform(0, 180),
+                rng.uniform(150, 255) if saturated else rng.uniform(0, 70),
+                rng.uniform(40, 230),
+            )
+            colour = tuple(float(c) for c in colour)
+            kind = rng.integers(0, 3)
+            cx, cy = rng.uniform(0, w), rng.uniform(0, h)
+            if kind == 0 or saturated:  # line / scratch
+                ang = rng.uniform(0, np.pi)
+                length = rng.uniform(40, 400) * scale
+                thick = max(1, int(rng.uniform(1, 5 if saturated else 9) * scale))
+                p1 = (int(cx - length * math.cos(ang)), int(cy - length * math.sin(ang)))
+                p2 = (int(cx + length * math.cos(ang)), int(cy + length * math.sin(ang)))
+                cv2.line(bg, p1, p2, colour, thick, cv2.LINE_AA)
+            elif kind == 1:  # blob
+                axes = (max(1, int(rng.uniform(8, 120) * scale)), max(1, int(rng.uniform(8, 120) * scale)))
+                cv2.ellipse(bg, (int(cx), int(cy)), axes, rng.uniform(0, 180), 0, 360, colour, -1,
+                            cv2.LINE_AA)
+            else:  # irregular polygon (a muted "thing")
+                k = int(rng.integers(4, 8))
+                r = rng.uniform(15, 150) * scale
+                ang = np.sort(rng.uniform(0, 2 * np.pi, k))
+                rad = r * rng.uniform(0.5, 1.0, k)
+                pts = np.stack([cx + rad * np.cos(ang), cy + rad * np.sin(ang)], 1).astype(np.int32)
+                cv2.fillPoly(bg, [pts], colour, cv2.LINE_AA)
+        return bg
+
+    def _make_noise(self) -> np.ndarray | None:
+        cfg = self.config
+        if cfg.noise <= 0:
+            return None
+        rng = _rng(cfg.seed, _SALT_NOISE)
+        shape = (cfg.height + _NOISE_MARGIN, cfg.width + _NOISE_MARGIN, 3)
+        noise = rng.standard_normal(shape, dtype=np.float32)
+        noise *= cfg.noise
+        noise += 128.0
+        return np.clip(noise, 0, 255).astype(np.uint8)
+
+    # ---------------------------------------------------------------- objects
+
+    def _object(self, slot: int, t: float) -> _Object:
+        period = float(self._slot_period[slot])
+        epoch = int(math.floor((t + self._slot_phase[slot]) / period))
+        t0 = epoch * period - float(self._slot_phase[slot])
+        rng = _rng(self.config.seed, _SALT_OBJECT, slot, epoch)
+        # The first slots hold one class each (in a per-seed order) so that every class is in
+        # every stretch of a few seconds when objects >= 5; further slots pick at random.
+        n_fg = len(self._class_perm)
+        cls = int(self._class_perm[slot] if slot < n_fg else self._class_perm[rng.integers(0, n_fg)])
+        polys, holes = _shape_polys(cls, rng)
+        # Size in fractions of the frame height, scaled per class so that each class covers a
+        # similar pixel area on average (a triangle fills less of its circle than a disc).
+        radius = float(rng.uniform(0.11, 0.26)) * _AREA_SCALE[cls]
+        aspect = self.config.width / self.config.height
+        # Enter through one edge, leave through another; the margin keeps the object fully
+        # outside at the epoch boundaries, so nothing pops in or out of view.
+        out = radius * 1.5
+        # Mostly edge to opposite edge (a long pass through the view), sometimes across a corner.
+        first = int(rng.integers(0, 4))
+        second = first ^ 1 if rng.random() < 0.7 else int(rng.choice([2, 3] if first < 2 else [0, 1]))
+        edges = (first, second)
+
+        def edge_point(edge: int) -> tuple[float, float]:
+            s = rng.uniform(0.1, 0.9)
+            mx, my = out / aspect, out
+            return [(-mx, s), (1 + mx, s), (s, -my), (s, 1 + my)][edge]
+
+        start, end = edge_point(int(edges[0])), edge_point(int(edges[1]))
+        return _Object(
+            cls=cls,
+            polys=tuple(polys),
+            holes=tuple(holes),
+            radius=radius,
+            start=start,
+            end=end,
+            t0=t0,
+            duration=period,
+            angle0=float(rng.uniform(0, 2 * np.pi)),
+            spin=float(rng.uniform(0.2, 1.2) * rng.choice([-1.0, 1.0])),
+            scale_amp=float(rng.uniform(0.0, 0.3)),
+            scale_freq=float(rng.uniform(0.5, 1.5)),
+            scale_phase=float(rng.uniform(0, 2 * np.pi)),
+            wobble=float(rng.uniform(-0.08, 0.08)),
+            key=(slot, epoch),
+        )
+
+    def _patch(self, obj: _Object, side: int) -> np.ndarray:
+        """The object's BGR texture patch (cached per object life), ``side`` pixels square."""
+        key = (*obj.key, side)
+        patch = self._patches.get(key)
+        if patch is not None:
+            self._patches.move_to_end(key)
+            return patch
+        fam = _FAMILIES[obj.cls]
+        rng = _rng(self.config.seed, _SALT_OBJECT + 100, *obj.key)
+        hue = rng.uniform(*fam["hue"])
+        sat = rng.uniform(*fam["sat"])
+        val = rng.uniform(*fam["val"])
+        dark = _hsv_to_bgr(hue, sat, val * rng.uniform(0.35, 0.6))
+        light = _hsv_to_bgr(
+            np.clip(hue + rng.uniform(-4, 4), *fam["hue"]), sat * rng.uniform(0.7, 1.0), val
+        )
+        pattern = _texture_pattern(fam["texture"], rng, side)
+        # Colour through a 256-entry ramp from dark to light. Stored as BGRA (alpha unused):
+        # OpenCV's 4-channel warp is about twice as fast as its 3-channel one.
+        ramp = np.linspace(0.0, 1.0, 256, dtype=np.float32)[:, None]
+        lut = np.clip(dark + (light - dark) * ramp, 0, 255).astype(np.uint8)
+        lut = np.concatenate([lut, np.full((256, 1), 255, np.uint8)], axis=1)
+        patch = lut[(pattern * 255.0 + 0.5).astype(np.uint8)]
+        self._patches[key] = patch
+        while len(self._patches) > _PATCH_CACHE:
+            self._patches.popitem(last=False)
+        return patch
+
+    def _draw_object(self, obj: _Object, t: float, image: np.ndarray, label: np.ndarray) -> None:
+        cfg = self.config
+        h, w = cfg.height, cfg.width
+        u = (t - obj.t0) / obj.duration
+        sx, sy = obj.start
+        ex, ey = obj.end
+        dx, dy = ex - sx, ey - sy
+        norm = math.hypot(dx * w, dy * h) or 1.0
+        sway = obj.wobble * h * math.sin(2 * np.pi * u)
+        cx = (sx + dx * u) * w - sway * (dy * h) / norm
+        cy = (sy + dy * u) * h + sway * (dx * w) / norm
+        scale = 1.0 + obj.scale_amp * math.sin(2 * np.pi * obj.scale_freq * u + obj.scale_phase)
+        r = obj.radius * h * scale  # pixels
+        ang = obj.angle0 + obj.spin * (t - obj.t0)
+        c, s = math.cos(ang), math.sin(ang)
+        rot = np.array([[c, -s], [s, c]]) * r
+
+        x0, y0 = max(0, int(cx - 1.1 * r)), max(0, int(cy - 1.1 * r))
+        x1, y1 = min(w, int(cx + 1.1 * r) + 2), min(h, int(cy + 1.1 * r) + 2)
+        if x1 <= x0 or y1 <= y0:
+            return  # entirely outside the frame
+        origin = np.array([cx - x0, cy - y0])
+        mask = self._mask[y0:y1, x0:x1]
+        mask[:] = 0
+        # Sub-pixel polygon vertices (4 fractional bits) so slow motion is smooth.
+        shift = 4
+        fixed = [np.round((p @ rot.T + origin) * (1 << shift)).astype(np.int32) for p in obj.polys]
+        cv2.fillPoly(mask, fixed, 1, cv2.LINE_8, shift)
+        if obj.holes:
+            holes = [np.round((p @ rot.T + origin) * (1 << shift)).astype(np.int32) for p in obj.holes]
+            cv2.fillPoly(mask, holes, 0, cv2.LINE_8, shift)
+
+        # Texture: the cached patch, rotated and scaled with the object. Its resolution is
+        # tied to the object's nominal size so the texture stays sharp at any frame size.
+        side = int(min(512, max(16, 2.3 * obj.radius * h * (1 + obj.scale_amp))))
+        patch = self._patch(obj, side)
+        k = side / 2.2  # patch pixels per radius unit (the patch spans +-1.1 radii)
+        a = rot / k
+        b = origin - a @ np.array([side / 2.0, side / 2.0])
+        warp = np.hstack([a, b[:, None]])
+        # The patch covers the whole shape, so the (cheaper) constant border is never visible.
+        tex = cv2.warpAffine(patch, warp, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR,
+                             borderMode=cv2.BORDER_CONSTANT)
+        cv2.copyTo(cv2.cvtColor(tex, cv2.COLOR_BGRA2BGR), mask, image[y0:y1, x0:x1])
+        np.copyto(label[y0:y1, x0:x1], np.uint8(obj.cls), where=mask.view(bool))
+
+    # ---------------------------------------------------------------- per-frame pipeline
+
+    def render(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Frame ``index`` as ``(HxWx3 uint8 BGR image, HxW uint8 label)``."""
+        image = np.empty((self.config.height, self.config.width, 3), np.uint8)
+        label = np.empty((self.config.height, self.config.width), np.uint8)
+        self.render_into(index, image, label)
+        return image, label
+
+    def render_into(self, index: int, image: np.ndarray, label: np.ndarray) -> None:
+        """Render frame ``index`` into caller-owned buffers (C-contiguous uint8, HxWx3 and HxW)."""
+        cfg = self.config
+        h, w = cfg.height, cfg.width
+        if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or index < 0:
+            raise IndexError(f"synthetic: frame index must be a non-negative integer, got {index!r}")
+        if image.shape != (h, w, 3) or image.dtype != np.uint8 or not image.flags.c_contiguous:
+            raise ValueError(f"synthetic: image buffer must be C-contiguous uint8 {(h, w, 3)}")
+        if label.shape != (h, w) or label.dtype != np.uint8 or not label.flags.c_contiguous:
+            raise ValueError(f"synthetic: label buffer must be C-contiguous uint8 {(h, w)}")
+        t = index / cfg.fps
+        frame_rng = _rng(cfg.seed, _SALT_FRAME, index)
+        with self._lock:
+            # 1. Background seen through a slowly panning camera.
+            m = self._margin
+            ox = int(round(m + 0.95 * m * math.sin(0.21 * t + self._pan[0])))
+            oy = int(round(m + 0.95 * m * math.sin(0.17 * t + self._pan[1])))
+            np.copyto(image, self._background[oy:oy + h, ox:ox + w])
+            label.fill(0)
+
+            # 2. Objects, far to near: the nearer (larger) one wins the pixel and the label.
+            objs = [self._object(slot, t) for slot in range(cfg.objects)]
+            depth = [o.radius * (1 + o.scale_amp * math.sin(
+                2 * np.pi * o.scale_freq * (t - o.t0) / o.duration + o.scale_phase)) for o in objs]
+            for i in np.argsort(depth, kind="stable"):
+                self._draw_object(objs[i], t, image, label)
+
+            # 3. Lighting: global gain, drifting gradient, white-balance drift, vignetting;
+            #    a coarse gain grid, upsampled and applied in one saturating multiply.
+            L = self._light
+            gain = 1.0 + 0.22 * math.sin(0.45 * t + L[0]) + 0.08 * math.sin(1.7 * t + L[1])
+            theta = 0.3 * t + L[2]
+            slope = 0.25 + 0.15 * math.sin(0.23 * t + L[3])
+            gy, gx = np.meshgrid(np.linspace(-1, 1, 5), np.linspace(-1, 1, 9), indexing="ij")
+            field = gain * (1 + slope * (gx * math.cos(theta) + gy * math.sin(theta)))
+            field *= 1.0 - 0.18 * (gx * gx + gy * gy) / 2  # vignetting
+            wb = 1.0 + 0.07 * np.array([math.sin(0.31 * t + L[4]), math.sin(0.37 * t + L[5]) * 0.5,
+                                        math.sin(0.29 * t + L[6])])
+            grid = np.clip(field[..., None] * wb * 128.0, 0, 255).astype(np.uint8)
+            cv2.resize(grid, (w, h), dst=self._gain, interpolation=cv2.INTER_LINEAR)
+            cv2.multiply(image, self._gain, dst=image, scale=1.0 / 128.0)
+
+            # 4. Optics: some frames are motion-blurred (camera shake) or out of focus.
+            blurred = frame_rng.random() < cfg.blur
+            blur_size, blur_kind = frame_rng.uniform(5, 17), frame_rng.integers(0, 3)
+            if blurred:
+                size = max(3, int(round(blur_size * self._px)) | 1)
+                if blur_kind == 0:
+                    cv2.blur(image, (size, max(1, size // 5)), dst=image)  # horizontal shake
+                elif blur_kind == 1:
+                    cv2.blur(image, (max(1, size // 5), size), dst=image)  # vertical shake
+                else:
+                    sigma = size / 5.0
+                    cv2.GaussianBlur(image, (0, 0), sigma, dst=image)  # defocus
+
+            # 5. Sensor noise: a random crop of the precomputed noise bank (stored offset +128).
+            if self._noise is not None:
+                nx, ny = frame_rng.integers(0, _NOISE_MARGIN + 1, 2)
+                crop = self._noise[ny:ny + h, nx:nx + w]
+                cv2.addWeighted(image, 1.0, crop, 1.0, -128.0, dst=image)
