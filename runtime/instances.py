@@ -1,0 +1,124 @@
+"""Instance segmentation post-processing (Mask R-CNN style outputs).
+
+The graph returns boxes in model-input pixels and one low-resolution (28x28) mask
+probability per detection, *not* pasted into the image (pasting is cheap on the CPU
+and keeps the graph free of data-dependent shapes). Here each box is mapped back to
+frame pixels through the :class:`~segrt.runtime.preprocess.Letterbox`, its mask
+probability is resized to the box (``cv2.resize``) and thresholded at 0.5. A mask is
+kept box-local (``origin`` + a small array), not as a full-frame image per instance.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import cv2
+import numpy as np
+
+from segrt.errors import BackendError
+from segrt.runtime.preprocess import Letterbox
+
+INSTANCE_OUTPUTS = ("boxes", "labels", "scores", "masks")
+
+
+@dataclass(frozen=True, eq=False)
+class Instance:
+    """One detection in frame pixels.
+
+    ``box`` is xyxy (floats), ``mask`` a uint8 0/1 array whose top-left pixel is frame pixel
+    ``origin`` (x, y); it covers the box rounded to whole pixels.
+    """
+
+    label: int
+    score: float
+    box: tuple[float, float, float, float]
+    origin: tuple[int, int]
+    mask: np.ndarray
+
+    @property
+    def area(self) -> int:
+        return int(np.count_nonzero(self.mask))
+
+    def full_mask(self, frame_size: tuple[int, int]) -> np.ndarray:
+        """The mask as a (h, w) uint8 0/1 image of the whole frame (allocates; for tests/analysis)."""
+        w, h = frame_size
+        out = np.zeros((h, w), np.uint8)
+        x, y = self.origin
+        mh, mw = self.mask.shape
+        out[y:y + mh, x:x + mw] = self.mask[: max(0, h - y), : max(0, w - x)]
+        return out
+
+
+def box_pixels(box: Sequence[float]) -> tuple[int, int, int, int]:
+    """The whole pixels a float xyxy box covers: columns x0..x1-1, rows y0..y1-1.
+
+    Edges are rounded to the nearest pixel boundary, so a box [10.0, 20.0) covers exactly
+    columns 10..19; a box thinner than a pixel still covers one.
+    """
+    x0 = int(math.floor(box[0] + 0.5))
+    y0 = int(math.floor(box[1] + 0.5))
+    x1 = max(int(math.floor(box[2] + 0.5)), x0 + 1)
+    y1 = max(int(math.floor(box[3] + 0.5)), y0 + 1)
+    return x0, y0, x1, y1
+
+
+def paste_mask(prob: np.ndarray, box: Sequence[float], frame_size: tuple[int, int],
+               threshold: float = 0.5) -> tuple[tuple[int, int], np.ndarray] | None:
+    """Paste one low-resolution mask probability (MxM) into its box, in frame pixels.
+
+    The probability is resized (bilinear) to the box's whole-pixel size, thresholded
+    (``>= threshold``) and cropped to the frame. Returns ``(origin, mask)``, the
+    box-local uint8 0/1 mask and its top-left frame pixel, or None when the box lies
+    outside the frame.
+    """
+    p = np.asarray(prob, dtype=np.float32)
+    if p.ndim == 3:
+        p = p[0]
+    if p.ndim != 2:
+        raise BackendError(f"instance mask has shape {np.shape(prob)}, expected (M,M) or (1,M,M)")
+    w, h = frame_size
+    x0, y0, x1, y1 = box_pixels(box)
+    cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+    if cx1 <= cx0 or cy1 <= cy0:
+        return None
+    resized = cv2.resize(p, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
+    resized = resized.reshape(y1 - y0, x1 - x0)  # cv2 may squeeze a 1-pixel dimension
+    crop = resized[cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0]
+    return (cx0, cy0), (crop >= threshold).astype(np.uint8)
+
+
+def instances_from_outputs(outputs: Mapping[str, np.ndarray], letterbox: Letterbox,
+                           score_threshold: float = 0.5, *, mask_threshold: float = 0.5,
+                           names: Sequence[str] = INSTANCE_OUTPUTS) -> list[Instance]:
+    """Detections above ``score_threshold``, highest score first, with pasted masks in frame pixels.
+
+    ``names`` are the output tensor names for boxes, labels, scores, masks (the manifest's
+    ``output.names``).
+    """
+    try:
+        boxes, labels, scores, masks = (outputs[n] for n in names)
+    except KeyError as exc:
+        raise BackendError(f"instance output {exc.args[0]!r} missing (got {', '.join(outputs)})",
+                           hint="instance bundles output boxes, labels, scores, masks") from None
+    scores = np.asarray(scores, dtype=np.float32).reshape(-1)
+    k = scores.shape[0]
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(k, 4)
+    labels = np.asarray(labels).reshape(k)
+    masks = np.asarray(masks)
+    if masks.shape[0] != k:
+        raise BackendError(f"{k} detections but {masks.shape[0]} masks")
+    # Unclipped: a box reaching into the letterbox padding keeps its geometry for the paste.
+    frame_boxes = letterbox.boxes_to_frame(boxes, clip=False)
+    fw, fh = letterbox.frame_size
+    keep = np.flatnonzero(scores >= score_threshold)
+    keep = keep[np.argsort(-scores[keep], kind="stable")]
+    out: list[Instance] = []
+    for i in keep:
+        pasted = paste_mask(masks[i], frame_boxes[i], letterbox.frame_size, mask_threshold)
+        if pasted is None:
+            continue  # the box lies entirely in the letterbox padding
+        bx0, by0, bx1, by1 = (float(v) for v in frame_boxes[i])
+        box = (min(max(bx0, 0.0), fw), min(max(by0, 0.0), fh), min(max(bx1, 0.0), fw), min(max(by1, 0.0), fh))
+        out.append(Instance(int(labels[i]), float(scores[i]), box, pasted[0], pasted[1]))
+    return out

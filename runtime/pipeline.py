@@ -1,0 +1,501 @@
+"""The stream pipeline: capture -> preprocess + infer -> postprocess + sink, in three threads.
+
+::
+
+    capture thread           infer thread                       post thread
+    source.read() ──q_in──▶  pre, backend.infer, decode  ──q_out──▶  render, sink.write ──▶ (iterator)
+
+Queues are bounded (``queue_size``), so a file source is paced by the slowest stage and
+never drops a frame, while a live source drops stale frames inside its grabber (the
+newest frame wins). Inference releases the GIL, so pre/post of neighbouring frames
+overlap with it. Every frame is timed per stage (capture, pre, infer, post, sink) and
+end to end (capture timestamp -> written by the sink).
+
+Buffers: class masks and rendered images live in small rings sized so that a slot is
+never rewritten while a frame still in the pipeline (or the one the caller holds while
+iterating) refers to it. Nothing grows with the run: the timing history is a fixed-size
+window, so memory stays flat on a long run.
+
+Errors raised in any thread stop the pipeline and are re-raised to the caller. ``run()``
+turns SIGINT and SIGTERM into a graceful stop on the main thread: capture stops, the frames
+in flight drain to the sink, the sink is closed (an output video is finalised and playable).
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import numpy as np
+
+from segrt.errors import ConfigError
+from segrt.runtime.backends.base import Backend
+from segrt.runtime.bundle import Bundle
+from segrt.runtime.instances import Instance, instances_from_outputs
+from segrt.runtime.postprocess import MaskDecoder
+from segrt.runtime.preprocess import Letterbox, Preprocessor
+from segrt.runtime.render import Renderer
+from segrt.runtime.sinks import NullSink, Sink, open_sink
+from segrt.runtime.sources import Frame, Source, open_source
+from segrt.runtime.stats import LatencyStats, summarize
+
+log = logging.getLogger("segrt.run")
+
+STAGES = ("capture", "pre", "infer", "post", "sink", "e2e")
+HISTORY = 1 << 16  # timing samples kept per stage (a sliding window: flat memory on long runs)
+_END = object()
+_POLL_S = 0.1
+
+
+@dataclass
+class FrameResult:
+    """One processed frame. Arrays are owned by the pipeline and valid until the next
+    iteration step: copy what you keep (``np.copy(result.rendered)``)."""
+
+    index: int
+    frame: np.ndarray
+    mask: np.ndarray | None  # model-resolution class ids (semantic models)
+    instances: list[Instance] | None  # instance models
+    rendered: np.ndarray
+    label: np.ndarray | None
+    letterbox: Letterbox
+    timings: dict[str, float]  # ms per stage and "e2e"
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What a run did: throughput, per-stage latency percentiles, and what was lost."""
+
+    frames: int
+    fps: float
+    wall_s: float
+    dropped: int
+    corrupt: int
+    stages: dict[str, LatencyStats]
+    backend: dict[str, Any]
+    source: str = ""
+    sink: str = ""
+    interrupted: bool = False
+    reconnects: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "frames": self.frames, "fps": self.fps, "wall_s": self.wall_s, "dropped": self.dropped,
+            "corrupt": self.corrupt, "interrupted": self.interrupted, "reconnects": self.reconnects,
+            "source": self.source, "sink": self.sink, "backend": dict(self.backend),
+            "stages": {k: v.to_dict() for k, v in self.stages.items()}, **self.extra,
+        }
+
+    def table(self) -> str:
+        """A plain-text table: one row per stage with p50/p90/p99/mean/max in ms, then totals."""
+        be = self.backend
+        head = [f"source   {self.source}", f"sink     {self.sink}",
+                "backend  " + " ".join(f"{k}={v}" for k, v in be.items())]
+        rows = [f"{'stage':<8} {'p50':>8} {'p90':>8} {'p99':>8} {'mean':>8} {'max':>8}   (ms)"]
+        for name in STAGES:
+            s = self.stages.get(name)
+            if s is None or s.count == 0:
+                continue
+            rows.append(f"{name:<8} {s.p50:8.2f} {s.p90:8.2f} {s.p99:8.2f} {s.mean:8.2f} {s.max:8.2f}")
+        tail = (f"frames {self.frames}  fps {self.fps:.2f}  wall {self.wall_s:.2f} s  dropped {self.dropped}"
+                f"  corrupt {self.corrupt}" + (f"  reconnects {self.reconnects}" if self.reconnects else "")
+                + ("  (interrupted; output finalised)" if self.interrupted else ""))
+        return "\n".join(head + [""] + rows + ["", tail])
+
+
+class _Window:
+    """The last HISTORY samples of one stage, preallocated."""
+
+    def __init__(self) -> None:
+        self.buf = np.zeros(HISTORY, np.float64)
+        self.n = 0
+
+    def add(self, v: float) -> None:
+        self.buf[self.n % HISTORY] = v
+        self.n += 1
+
+    def stats(self) -> LatencyStats:
+        return summarize(self.buf[: min(self.n, HISTORY)])
+
+
+class _Ema:
+    def __init__(self, k: float = 0.1) -> None:
+        self.k, self.v = k, None
+
+    def add(self, x: float) -> float:
+        self.v = x if self.v is None else self.v + self.k * (x - self.v)
+        return self.v
+
+
+@contextlib.contextmanager
+def _signals_as_interrupt() -> Iterator[None]:
+    """On the main thread, SIGINT and SIGTERM raise KeyboardInterrupt for the run's duration.
+
+    SIGINT is included because a process started in the background inherits it ignored,
+    and Ctrl-C/kill -INT must still finalise the recording.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+class Pipeline:
+    """Run a bundle on a source, writing rendered frames to a sink.
+
+    ``bundle``, ``source`` and ``sink`` take a path/URI or an object (Bundle, Source, Sink);
+    ``backend`` a name ("auto", "onnxruntime", "tensorrt") or an unopened/opened Backend.
+    ``sink=None`` renders without writing anywhere. ``run()`` returns a :class:`RunSummary`;
+    iterating yields a :class:`FrameResult` per frame (then ``.summary`` is set). A Pipeline
+    runs once.
+    """
+
+    def __init__(self, bundle: Bundle | str | os.PathLike[str], source: Source | str | int,
+                 sink: Sink | str | None = None, *, backend: str | Backend = "auto", precision: str = "fp32",
+                 view: str = "overlay", alpha: float = 0.5, max_frames: int | None = None,
+                 threads: int | None = None, legend: bool = True, shares: bool = False,
+                 overlay_stats: bool = True, queue_size: int = 2, score_threshold: float = 0.5) -> None:
+        self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle)
+        self.manifest = self.bundle.manifest
+        if max_frames is not None and (isinstance(max_frames, bool) or not isinstance(max_frames, int)
+                                       or max_frames <= 0):
+            raise ConfigError(f"max_frames must be a positive integer, got {max_frames!r}")
+        if queue_size < 1:
+            raise ConfigError(f"queue_size must be >= 1, got {queue_size}")
+        self.source = open_source(source)
+        self._sink_spec = sink
+        self.sink: Sink | None = None
+        self.precision = precision
+        if isinstance(backend, Backend):
+            self.backend = backend
+        else:
+            from segrt.runtime.backends.select import backend_for_bundle
+            self.backend = backend_for_bundle(self.bundle, backend=backend, precision=precision, threads=threads)
+        self.renderer = Renderer(self.manifest, view=view, alpha=alpha, legend=legend, shares=shares)
+        self.max_frames = max_frames
+        self.overlay_stats = overlay_stats
+        self.queue_size = queue_size
+        self.score_threshold = score_threshold
+        self.kind = self.manifest.output.kind
+        self.summary: RunSummary | None = None
+        self._used = False
+        self._iterating = False
+        self._threads: list[threading.Thread] = []
+        self._errors: list[BaseException] = []
+        self._stop = threading.Event()  # abort: every thread leaves now
+        self._stop_capture = threading.Event()  # graceful: no new frames, drain the rest
+        self._times = {s: _Window() for s in STAGES}
+        self._frames_done = 0
+        self._t_start = self._t_end = 0.0
+        self._ema = {k: _Ema() for k in ("interval", "e2e", "infer", "pre", "post")}
+        self._last_done: float | None = None
+
+    # ------------------------------------------------------------------ public API
+    def run(self) -> RunSummary:
+        """Process the whole source (or ``max_frames``); Ctrl-C/SIGTERM stop gracefully."""
+        interrupted = False
+        with _signals_as_interrupt():
+            self._start(iterating=False)
+            try:
+                self._wait(self._threads[-1])
+            except KeyboardInterrupt:
+                interrupted = True
+                log.info("interrupted: stopping capture, draining %d stages, finalising %s",
+                         len(self._threads), self.sink.describe() if self.sink else "output")
+                self._stop_capture.set()
+                try:
+                    self._wait(self._threads[-1], timeout=30.0)
+                except KeyboardInterrupt:
+                    log.warning("second interrupt: dropping the frames still in flight")
+            finally:
+                self._shutdown()
+        self._raise_errors()
+        self.summary = self._summary(interrupted)
+        return self.summary
+
+    def __iter__(self) -> Iterator[FrameResult]:
+        self._start(iterating=True)
+        try:
+            while True:
+                item = self._get(self._q_res, consumer=True)
+                if item is _END:
+                    break
+                yield item
+        finally:
+            self._shutdown()
+        self._raise_errors()
+        self.summary = self._summary(False)
+
+    def stop(self) -> None:
+        """Ask a running pipeline to stop reading and drain (thread-safe)."""
+        self._stop_capture.set()
+
+    # ------------------------------------------------------------------ life cycle
+    def _start(self, iterating: bool) -> None:
+        if self._used:
+            raise ConfigError("a Pipeline runs once; create a new one")
+        self._used = True
+        self._iterating = iterating
+        try:
+            self.source.open()
+            self.backend.open()
+            self._backend_info = dict(self.backend.describe())
+            self._check_io()
+            fw, fh = self.source.size
+            if self._sink_spec is None:
+                self.sink = NullSink("none")
+            else:
+                self.sink = open_sink(self._sink_spec, fps=self.source.fps or 30.0,
+                                      size=self.renderer.output_size((fw, fh)))
+            self.sink.open()
+        except BaseException:
+            self._close_resources()
+            raise
+        q = self.queue_size
+        self._q_in: queue.Queue = queue.Queue(q)
+        self._q_out: queue.Queue = queue.Queue(q)
+        self._q_res: queue.Queue = queue.Queue(q)
+        inp = self.manifest.input
+        # Ring sizes: see the module docstring; each covers every reference that can be alive.
+        n_masks = 2 * q + 4
+        self._mask_ring = [np.zeros((inp.height, inp.width), np.uint8) for _ in range(n_masks)] \
+            if self.kind != "instances" else []
+        self._render_ring: list[np.ndarray] = []  # allocated on the first frame (frame size known then)
+        self._pre = Preprocessor(self.manifest)
+        self._decoder = MaskDecoder(self.manifest) if self.kind != "instances" else None
+        self._label = f"{self.backend.name} {self.precision}"
+        self._t_start = time.perf_counter()
+        self._threads = [
+            threading.Thread(target=self._guard, args=(self._capture_loop,), name="segrt-capture", daemon=True),
+            threading.Thread(target=self._guard, args=(self._infer_loop,), name="segrt-infer", daemon=True),
+            threading.Thread(target=self._guard, args=(self._post_loop,), name="segrt-post", daemon=True),
+        ]
+        for t in self._threads:
+            t.start()
+        log.debug("pipeline started: %s -> %s on %s", self.source.describe(), self.sink.describe(), self._label)
+
+    def _check_io(self) -> None:
+        specs = self.backend.input_specs
+        inp = self.manifest.input
+        if specs and specs[0].name != inp.name:
+            raise ConfigError(f"the model's input is {specs[0].name!r} but the manifest says {inp.name!r}",
+                              hint="re-export the bundle")
+
+    def _shutdown(self) -> None:
+        self._stop.set()
+        self._stop_capture.set()
+        if self.source.is_live:
+            # Unblocks a capture thread waiting for the next camera frame.
+            with contextlib.suppress(Exception):
+                self.source.close()
+        for t in self._threads:
+            t.join(timeout=10.0)
+            if t.is_alive():
+                log.warning("thread %s did not stop within 10 s", t.name)
+        self._t_end = time.perf_counter()
+        self._close_resources()
+
+    def _close_resources(self) -> None:
+        errors = []
+        for closer in (self.source.close, self.backend.close, self.sink.close if self.sink else None):
+            if closer is None:
+                continue
+            try:
+                closer()
+            except Exception as exc:  # close everything, report the first failure
+                errors.append(exc)
+        if errors and not self._errors:
+            self._errors.append(errors[0])
+
+    def _raise_errors(self) -> None:
+        if self._errors:
+            raise self._errors[0]
+
+    def _wait(self, thread: threading.Thread, timeout: float | None = None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        last_log = time.monotonic()
+        while thread.is_alive():
+            thread.join(_POLL_S)  # short joins keep the main thread responsive to signals
+            if self.sink is not None and self.sink.stop_requested:
+                self._stop_capture.set()
+            if self._errors:
+                self._stop.set()
+            now = time.monotonic()
+            if now - last_log >= 5.0 and self._frames_done:
+                last_log = now
+                el = time.perf_counter() - self._t_start
+                log.info("%d frames, %.1f fps", self._frames_done, self._frames_done / el)
+            if deadline is not None and now > deadline:
+                log.warning("drain timed out; closing with frames still in flight")
+                return
+
+    def _guard(self, loop) -> None:
+        try:
+            loop()
+        except BaseException as exc:  # noqa: BLE001 - re-raised to the caller by run()/__iter__
+            self._errors.append(exc)
+            self._stop.set()
+
+    # ------------------------------------------------------------------ queues
+    def _put(self, q: queue.Queue, item: Any) -> bool:
+        while not self._stop.is_set():
+            try:
+                q.put(item, timeout=_POLL_S)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _get(self, q: queue.Queue, consumer: bool = False) -> Any:
+        """Next item, or _END once the pipeline is aborted. The consumer (the iterator)
+        re-raises a worker's error; workers just leave."""
+        while True:
+            if consumer and self._errors:
+                self._stop.set()
+                self._raise_errors()
+            if self._stop.is_set():
+                return _END
+            try:
+                return q.get(timeout=_POLL_S)
+            except queue.Empty:
+                continue
+
+    # ------------------------------------------------------------------ stages
+    def _capture_loop(self) -> None:
+        n = 0
+        try:
+            while not self._stop_capture.is_set():
+                if self.max_frames is not None and n >= self.max_frames:
+                    break
+                t0 = time.perf_counter()
+                frame = self.source.read()
+                t1 = time.perf_counter()
+                if frame is None:
+                    break
+                n += 1
+                if not self._put(self._q_in, (frame, (t1 - t0) * 1e3)):
+                    return
+        finally:
+            self._put(self._q_in, _END)
+
+    def _infer_loop(self) -> None:
+        slot = 0
+        while True:
+            item = self._get(self._q_in)
+            if item is _END:
+                self._put(self._q_out, _END)
+                return
+            frame, capture_ms = item
+            t0 = time.perf_counter()
+            tensor, lb = self._pre.pre(frame.image)
+            t1 = time.perf_counter()
+            outputs = self.backend.infer(tensor)
+            t2 = time.perf_counter()
+            # Take the result out of the backend's buffers now: a backend may reuse them.
+            if self._decoder is not None:
+                result = self._decoder.decode(outputs, out=self._mask_ring[slot % len(self._mask_ring)])
+                slot += 1
+            else:
+                result = {k: np.array(v, copy=True) for k, v in outputs.items()}
+            t3 = time.perf_counter()
+            timings = {"capture": capture_ms, "pre": (t1 - t0) * 1e3, "infer": (t2 - t1) * 1e3,
+                       "decode": (t3 - t2) * 1e3}
+            if not self._put(self._q_out, (frame, result, lb, timings)):
+                return
+
+    def _post_loop(self) -> None:
+        slot = 0
+        try:
+            while True:
+                item = self._get(self._q_out)
+                if item is _END:
+                    return
+                frame, result, lb, timings = item
+                frame: Frame
+                t0 = time.perf_counter()
+                if self.kind == "instances":
+                    instances = instances_from_outputs(result, lb, self.score_threshold,
+                                                       names=self.manifest.output.names)
+                    mask, drawn = None, instances
+                else:
+                    instances, mask, drawn = None, result, result
+                if not self._render_ring:
+                    h, w = frame.image.shape[:2]
+                    n = self.queue_size + 3 if self._iterating else 1
+                    self._render_ring = [self.renderer.new_output((w, h)) for _ in range(n)]
+                out = self._render_ring[slot % len(self._render_ring)]
+                slot += 1
+                text = self._stats_text() if self.overlay_stats else None
+                try:
+                    rendered = self.renderer.render(frame.image, drawn, lb, text, out=out)
+                except ConfigError:
+                    # The frame size changed mid-stream (an image folder of mixed sizes): new buffers.
+                    h, w = frame.image.shape[:2]
+                    self._render_ring = [self.renderer.new_output((w, h)) for _ in self._render_ring]
+                    rendered = self.renderer.render(frame.image, drawn, lb, text,
+                                                    out=self._render_ring[(slot - 1) % len(self._render_ring)])
+                t1 = time.perf_counter()
+                self.sink.write(rendered)
+                t2 = time.perf_counter()
+                timings["post"] = timings.pop("decode") + (t1 - t0) * 1e3
+                timings["sink"] = (t2 - t1) * 1e3
+                timings["e2e"] = (t2 - frame.timestamp) * 1e3
+                self._record(timings, t2)
+                if self._iterating:
+                    res = FrameResult(frame.index, frame.image, mask, instances, rendered, frame.label, lb, timings)
+                    if not self._put(self._q_res, res):
+                        return
+        finally:
+            if self._iterating:
+                self._put(self._q_res, _END)
+
+    def _record(self, timings: dict[str, float], t_done: float) -> None:
+        for k in STAGES:
+            self._times[k].add(timings[k])
+        self._frames_done += 1
+        e = self._ema
+        if self._last_done is not None:
+            e["interval"].add(t_done - self._last_done)
+        self._last_done = t_done
+        for k in ("e2e", "infer", "pre", "post"):
+            e[k].add(timings[k])
+
+    def _stats_text(self) -> str:
+        e = self._ema
+        fps = 1.0 / e["interval"].v if e["interval"].v else 0.0
+        if e["e2e"].v is None:
+            return f"{self._label}\nwarming up"
+        return (f"{self._label}  {fps:5.1f} FPS\n"
+                f"latency {e['e2e'].v:6.1f} ms\n"
+                f"pre {e['pre'].v:.1f}  infer {e['infer'].v:.1f}  post {e['post'].v:.1f} ms")
+
+    # ------------------------------------------------------------------ summary
+    def _summary(self, interrupted: bool) -> RunSummary:
+        n = self._frames_done
+        end = self._last_done if self._last_done is not None else self._t_end
+        wall = max(end - self._t_start, 1e-9)
+        info = dict(getattr(self, "_backend_info", None) or self.backend.describe())
+        info["precision"] = self.precision
+        return RunSummary(
+            frames=n, fps=n / wall, wall_s=wall, dropped=int(self.source.dropped_frames),
+            corrupt=int(self.source.corrupt_frames),
+            stages={k: w.stats() for k, w in self._times.items()}, backend=info,
+            source=self.source.describe(), sink=self.sink.describe() if self.sink else "",
+            interrupted=interrupted, reconnects=int(getattr(self.source, "reconnects", 0)),
+        )

@@ -1,0 +1,267 @@
+"""Drawing results onto frames: overlay, mask or side-by-side, with legend, class shares and stats.
+
+The semantic path is built to cost a few milliseconds per 1080p frame on a small CPU:
+the class mask is colourised with ``cv2.LUT`` at *model* resolution (a 512x1024 mask is
+a quarter of a 1080p frame), resized to the frame with ``INTER_NEAREST`` (class edges
+stay crisp), blended with ``cv2.addWeighted`` and background pixels restored with
+``cv2.copyTo`` — every step writes into buffers allocated once per frame size. The
+legend rows are drawn once and pasted; only the share figures are drawn per frame.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from segrt.errors import ConfigError
+from segrt.runtime.instances import Instance
+from segrt.runtime.manifest import Manifest
+from segrt.runtime.preprocess import Letterbox
+
+VIEWS = ("overlay", "mask", "side-by-side")
+# Classes with these names are not tinted in the overlay: the scene stays visible around objects.
+BACKGROUND_NAMES = frozenset({"background", "__background__", "_background_", "bg", "void", "unlabeled",
+                              "unlabelled", "none"})
+_FONT = cv2.FONT_HERSHEY_SIMPLEX
+_LEGEND_MAX_ROWS = 16
+_PANEL_BG = (32, 32, 32)
+
+
+def _instance_colours(n: int = 32) -> np.ndarray:
+    """Distinct saturated BGR colours (golden-ratio hue steps) for per-instance drawing."""
+    hues = (np.arange(n) * 0.618033988749895 * 180.0) % 180.0
+    hsv = np.stack([hues, np.full(n, 200.0), np.full(n, 255.0)], -1).astype(np.uint8)[None]
+    return cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0]
+
+
+class Renderer:
+    """Draws a mask (or instances) onto a frame. One Renderer per thread.
+
+    ``render(frame, result, letterbox, stats_text=None)`` returns a BGR image owned by the
+    renderer and **overwritten by the next call** unless ``out`` is passed (the pipeline
+    passes ring-buffer slots). ``result`` is a model-resolution uint8 class mask or a list
+    of :class:`Instance`. ``side-by-side`` shows overlay | mask, twice the frame width.
+    """
+
+    def __init__(self, manifest: Manifest, view: str = "overlay", alpha: float = 0.5,
+                 legend: bool = True, shares: bool = False) -> None:
+        if view not in VIEWS:
+            raise ConfigError(f"unknown view {view!r}", hint="use one of: " + ", ".join(VIEWS))
+        if not 0.0 <= float(alpha) <= 1.0:
+            raise ConfigError(f"alpha={alpha} must be between 0 and 1")
+        self.view = view
+        self.alpha = float(alpha)
+        self.legend = legend
+        self.shares = shares
+        self.classes = tuple(manifest.classes)
+        self.instances = manifest.output.kind == "instances"
+        palette = list(manifest.palette)
+        self.palette = np.array(palette + [(128, 128, 128)] * (256 - len(palette)), np.uint8)[:256]
+        self._lut = np.ascontiguousarray(self.palette.reshape(256, 1, 3))
+        bg = np.zeros(256, np.uint8)
+        for i, name in enumerate(self.classes):
+            if name.strip().lower() in BACKGROUND_NAMES:
+                bg[i] = 255
+        self._bg_lut = bg
+        self._has_bg = bool(bg.any())
+        self._inst_colours = _instance_colours()
+        self._geom: tuple | None = None
+        self._rows: dict[tuple[int, str], np.ndarray] = {}
+
+    # -- geometry & buffers ------------------------------------------------------------
+    def output_size(self, frame_size: tuple[int, int]) -> tuple[int, int]:
+        """(w, h) of the rendered image for a frame of ``frame_size``."""
+        w, h = frame_size
+        return (2 * w, h) if self.view == "side-by-side" else (w, h)
+
+    def new_output(self, frame_size: tuple[int, int]) -> np.ndarray:
+        w, h = self.output_size(frame_size)
+        return np.zeros((h, w, 3), np.uint8)
+
+    def _ensure(self, frame_size: tuple[int, int], content_size: tuple[int, int]) -> None:
+        key = (frame_size, content_size)
+        if self._geom == key:
+            return
+        self._geom = key
+        (w, h), (cw, ch) = frame_size, content_size
+        self._out = self.new_output(frame_size)
+        self._m3 = np.empty((ch, cw, 3), np.uint8)
+        self._col_small = np.empty((ch, cw, 3), np.uint8)
+        self._col_big = np.empty((h, w, 3), np.uint8)
+        self._bg_small = np.empty((ch, cw), np.uint8)
+        self._bg_big = np.empty((h, w), np.uint8)
+        self._scale = max(0.5, h / 1080.0)
+        self._rows.clear()
+
+    # -- entry point ---------------------------------------------------------------------
+    def render(self, frame: np.ndarray, result: np.ndarray | Sequence[Instance], letterbox: Letterbox,
+               stats_text: str | None = None, out: np.ndarray | None = None) -> np.ndarray:
+        h, w = frame.shape[:2]
+        self._ensure((w, h), letterbox.content_size)
+        if out is None:
+            out = self._out
+        elif out.shape != self._out.shape:
+            raise ConfigError(f"render(out=) needs shape {self._out.shape}, got {out.shape}")
+        left = out[:, :w]
+        right = out[:, w:] if self.view == "side-by-side" else None
+        if isinstance(result, np.ndarray):
+            entries = self._render_mask(frame, result, letterbox, left, right)
+        else:
+            entries = self._render_instances(frame, result, left, right)
+        if self.legend and entries:
+            self._draw_legend(out, entries)
+        if stats_text:
+            self._draw_stats(out, stats_text)
+        return out
+
+    # -- semantic masks ------------------------------------------------------------------
+    def _render_mask(self, frame: np.ndarray, mask: np.ndarray, lb: Letterbox, left: np.ndarray,
+                     right: np.ndarray | None) -> list[tuple[np.ndarray, str, str]]:
+        h, w = frame.shape[:2]
+        x0, y0, x1, y1 = lb.content
+        roi = mask[y0:y1, x0:x1]  # drop the letterbox padding
+        if roi.dtype != np.uint8:
+            raise ConfigError(f"render needs a uint8 class mask, got {roi.dtype}")
+        # Colourise at model resolution, then one nearest-neighbour upscale of the colours.
+        cv2.merge((roi, roi, roi), dst=self._m3)
+        cv2.LUT(self._m3, self._lut, dst=self._col_small)
+        if self.view == "mask":
+            cv2.resize(self._col_small, (w, h), dst=left, interpolation=cv2.INTER_NEAREST)
+        else:
+            colours = right if right is not None else self._col_big
+            cv2.resize(self._col_small, (w, h), dst=colours, interpolation=cv2.INTER_NEAREST)
+            cv2.addWeighted(frame, 1.0 - self.alpha, colours, self.alpha, 0.0, dst=left)
+            if self._has_bg:
+                cv2.LUT(roi, self._bg_lut, dst=self._bg_small)
+                cv2.resize(self._bg_small, (w, h), dst=self._bg_big, interpolation=cv2.INTER_NEAREST)
+                cv2.copyTo(frame, self._bg_big, left)
+        if not (self.legend or self.shares):
+            return []
+        hist = cv2.calcHist([roi], [0], None, [256], [0, 256]).ravel()
+        total = float(roi.size) or 1.0
+        entries = []
+        for c in np.flatnonzero(hist[: max(len(self.classes), 1)]):
+            share = f"{100.0 * hist[c] / total:5.1f}%" if self.shares else ""
+            entries.append((self.palette[c], self._name(int(c)), share))
+        return entries
+
+    # -- instances -----------------------------------------------------------------------
+    def _render_instances(self, frame: np.ndarray, instances: Sequence[Instance], left: np.ndarray,
+                          right: np.ndarray | None) -> list[tuple[np.ndarray, str, str]]:
+        h, w = frame.shape[:2]
+        a = self.alpha
+        if self.view == "mask":
+            left.fill(0)
+            canvases = [(left, False)]
+        else:
+            np.copyto(left, frame)
+            canvases = [(left, True)]
+            if right is not None:
+                right.fill(0)
+                canvases.append((right, False))
+        thick = max(1, int(round(2 * self._scale)))
+        by_class: dict[int, list] = {}
+        covered: dict[int, int] = {}
+        # Lowest score first, so the most confident instance ends on top.
+        for j in sorted(range(len(instances)), key=lambda k: instances[k].score):
+            inst = instances[j]
+            colour = self._inst_colours[j % len(self._inst_colours)]
+            cb = tuple(int(v) for v in colour)
+            x, y = inst.origin
+            mh, mw = inst.mask.shape
+            sel = inst.mask.view(bool)
+            for canvas, on_frame in canvases:
+                roi = canvas[y:y + mh, x:x + mw]
+                if on_frame:
+                    roi[sel] = (roi[sel] * (1.0 - a) + colour * a).astype(np.uint8)
+                else:
+                    roi[sel] = colour
+                contours, _ = cv2.findContours(inst.mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+                cv2.drawContours(roi, contours, -1, cb, thick, cv2.LINE_AA)
+                bx0, by0, bx1, by1 = (int(round(v)) for v in inst.box)
+                cv2.rectangle(canvas, (bx0, by0), (max(bx0, bx1 - 1), max(by0, by1 - 1)), cb, thick)
+                self._label_tag(canvas, f"{self._name(inst.label)} {inst.score:.2f}", (bx0, by0), cb)
+            by_class.setdefault(inst.label, []).append(colour)
+            covered[inst.label] = covered.get(inst.label, 0) + inst.area
+        entries = []
+        for label in sorted(by_class):
+            n = len(by_class[label])
+            share = f"{100.0 * covered[label] / (w * h):5.1f}%" if self.shares else ""
+            entries.append((by_class[label][-1], f"{self._name(label)} x{n}", share))
+        return entries
+
+    def _label_tag(self, img: np.ndarray, text: str, anchor: tuple[int, int], colour: tuple[int, int, int]) -> None:
+        fs = 0.5 * self._scale
+        t = max(1, int(round(self._scale)))
+        (tw, th), base = cv2.getTextSize(text, _FONT, fs, t)
+        x, y = anchor
+        y_top = y - th - base - 4
+        if y_top < 0:  # no room above the box: draw inside it
+            y_top = y
+        cv2.rectangle(img, (x, y_top), (x + tw + 4, y_top + th + base + 4), colour, -1)
+        ink = (0, 0, 0) if sum(colour) > 380 else (255, 255, 255)
+        cv2.putText(img, text, (x + 2, y_top + th + 2), _FONT, fs, ink, t, cv2.LINE_AA)
+
+    # -- legend and stats ----------------------------------------------------------------
+    def _name(self, c: int) -> str:
+        return self.classes[c] if 0 <= c < len(self.classes) else f"class {c}"
+
+    def _row(self, colour: np.ndarray, name: str) -> np.ndarray:
+        """A legend row (swatch + name), drawn once per class and cached."""
+        key = (tuple(int(v) for v in colour), name)
+        row = self._rows.get(key)
+        if row is not None:
+            return row
+        s = self._scale
+        fs, t = 0.55 * s, max(1, int(round(s)))
+        rh = int(round(26 * s))
+        share_w = cv2.getTextSize(" 100.0%", _FONT, fs, t)[0][0] if self.shares else 0
+        name_w = cv2.getTextSize(name, _FONT, fs, t)[0][0]
+        width = max(int(160 * s), rh + 12 + name_w + share_w + 8)
+        row = np.empty((rh, width, 3), np.uint8)
+        row[:] = _PANEL_BG
+        pad = max(2, rh // 6)
+        cv2.rectangle(row, (pad, pad), (rh - pad, rh - pad), key[0], -1)
+        cv2.rectangle(row, (pad, pad), (rh - pad, rh - pad), (200, 200, 200), 1)
+        cv2.putText(row, name, (rh + 6, rh - int(8 * s)), _FONT, fs, (240, 240, 240), t, cv2.LINE_AA)
+        self._rows[key] = row
+        return row
+
+    def _draw_legend(self, out: np.ndarray, entries: list[tuple[np.ndarray, str, str]]) -> None:
+        rows = [(self._row(colour, name), share) for colour, name, share in entries[:_LEGEND_MAX_ROWS]]
+        width = max(r.shape[1] for r, _ in rows)
+        margin = int(10 * self._scale)
+        H, W = out.shape[:2]
+        x = W - width - margin
+        y = margin
+        s = self._scale
+        fs, t = 0.55 * s, max(1, int(round(s)))
+        for row, share in rows:
+            rh, rw = row.shape[:2]
+            if y + rh > H or x < 0:
+                break
+            dst = out[y:y + rh, x:x + width]
+            dst[:] = _PANEL_BG
+            dst[:, :rw] = row
+            if share:
+                tw = cv2.getTextSize(share, _FONT, fs, t)[0][0]
+                cv2.putText(dst, share, (width - tw - 6, rh - int(8 * s)), _FONT, fs, (240, 240, 240), t,
+                            cv2.LINE_AA)
+            y += rh
+
+    def _draw_stats(self, out: np.ndarray, text: str) -> None:
+        s = self._scale
+        fs, t = 0.6 * s, max(1, int(round(1.5 * s)))
+        lines = text.splitlines()
+        sizes = [cv2.getTextSize(line, _FONT, fs, t) for line in lines]
+        lh = max(th + base for (tw, th), base in sizes) + int(6 * s)
+        width = max(tw for (tw, th), base in sizes) + int(16 * s)
+        margin = int(10 * s)
+        H, W = out.shape[:2]
+        x1, y1 = min(W, margin + width), min(H, margin + lh * len(lines) + int(6 * s))
+        panel = out[margin:y1, margin:x1]
+        cv2.addWeighted(panel, 0.35, panel, 0.0, 0.0, dst=panel)  # darken behind the text, keep context
+        for i, line in enumerate(lines):
+            y = margin + (i + 1) * lh
+            cv2.putText(out, line, (margin + int(8 * s), y), _FONT, fs, (255, 255, 255), t, cv2.LINE_AA)
