@@ -1,0 +1,213 @@
+"""The legacy INT8 calibrator for TensorRT 10.x (weak typing + ``BuilderFlag.INT8``).
+
+TensorRT 11 removed implicit INT8 calibration; there, INT8 comes from the Q/DQ
+``model.int8.onnx``. On TensorRT 10.x (JetPack 6's 10.3) ``segrt build
+--precision int8 --legacy-calibrator`` subclasses ``IInt8EntropyCalibrator2``
+or ``IInt8MinMaxCalibrator``, fed by the project's calibration reader (the same
+frames and preprocessing as inference) and backed by a TensorRT calibration
+cache file, so a second build skips calibration.
+
+Split in two so the logic is tested without a GPU:
+
+* :class:`CalibrationFeed` (plain): batches at the calibration shape and dtype,
+  the cache file (read/validate/write atomically), counting.
+* :func:`calibrator_class` (TensorRT, ``legacy_calibrator`` path): the subclass
+  TensorRT calls back, which copies each batch to one device buffer.
+"""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from segrt.errors import CalibrationError
+from segrt.runtime.fsutil import write_bytes_atomic
+from segrt.runtime.trt_api import trt_path
+
+if TYPE_CHECKING:  # annotations only
+    import tensorrt as trt
+
+TRT_PATHS = {"legacy_calibrator": ("10.3", "10.16")}
+
+#: First-line algorithm tags TensorRT writes per calibrator ("TRT-100300-EntropyCalibration2").
+CACHE_TAGS = {"entropy": "EntropyCalibration2", "minmax": "MinMaxCalibration"}
+
+
+def cache_header(data: bytes) -> str:
+    """First line of a TensorRT calibration cache, or CalibrationError if it is not one."""
+    head = data.split(b"\n", 1)[0].decode("ascii", "replace").strip()
+    if not head.startswith("TRT-"):
+        raise CalibrationError(f"not a TensorRT calibration cache (first line {head[:40]!r})",
+                               hint="delete it and calibrate again")
+    return head
+
+
+def cache_matches(data: bytes, kind: str) -> bool:
+    """Does this cache come from the same calibration algorithm? (an entropy cache fed to a
+    min-max calibrator would silently give entropy scales)."""
+    return cache_header(data).endswith(CACHE_TAGS[kind])
+
+
+def _cache_module():
+    """The precision engineer's cache reader, if present (``segrt.calibration.cache``)."""
+    if importlib.util.find_spec("segrt.calibration.cache") is None:
+        return None
+    import segrt.calibration.cache as cache  # noqa: PLC0415
+
+    return cache
+
+
+class CalibrationFeed:
+    """Batches for TensorRT's ``get_batch`` and the cache for ``read/write_calibration_cache``.
+
+    ``batches`` yields arrays of exactly ``shape`` (the profile's OPT shape) and
+    ``dtype`` (the network input's). ``to_device`` copies one batch to the GPU
+    and returns its device pointer (the same buffer every time).
+    """
+
+    def __init__(self, batches: Iterable[np.ndarray], *, shape: Sequence[int], dtype: np.dtype,
+                 cache_path: str | Path, kind: str, to_device: Callable[[np.ndarray], int] | None = None) -> None:
+        if kind not in CACHE_TAGS:
+            raise CalibrationError(f"unknown calibrator {kind!r}", hint="use entropy or minmax")
+        self.shape = tuple(int(d) for d in shape)
+        self.dtype = np.dtype(dtype)
+        self.cache_path = Path(cache_path)
+        self.kind = kind
+        self._batches: Iterator[np.ndarray] = iter(batches)
+        self._to_device = to_device
+        self.count = 0
+
+    @property
+    def batch_size(self) -> int:
+        return self.shape[0]
+
+    def next_batch(self) -> np.ndarray | None:
+        """The next batch, contiguous, at the calibration shape; None when exhausted."""
+        try:
+            b = next(self._batches)
+        except StopIteration:
+            if self.count == 0:
+                raise CalibrationError("the calibration source gave no frames",
+                                       hint="pass --calib with a folder, video or synthetic://") from None
+            return None
+        a = np.asarray(b)
+        if tuple(a.shape) != self.shape:
+            raise CalibrationError(f"calibration batch {self.count} has shape {tuple(a.shape)}, "
+                                   f"the engine calibrates at {self.shape}",
+                                   hint="calibration batches must have the profile's OPT shape")
+        if a.dtype != self.dtype:
+            if a.dtype.kind == "f" and self.dtype.kind == "f":
+                a = a.astype(self.dtype)
+            else:
+                raise CalibrationError(f"calibration batch dtype {a.dtype}, the network input is {self.dtype}")
+        self.count += 1
+        return np.ascontiguousarray(a)
+
+    def next_pointers(self, names: Sequence[str]) -> list[int] | None:
+        """TensorRT's ``get_batch(names)``: one device pointer per input, or None at the end."""
+        if len(names) != 1:
+            raise CalibrationError(f"the legacy calibrator feeds one input, the network has {list(names)}")
+        b = self.next_batch()
+        if b is None:
+            return None
+        if self._to_device is None:
+            raise CalibrationError("no device copy function set for the calibrator")
+        return [int(self._to_device(b))]
+
+    def read_cache(self) -> bytes | None:
+        """Cache bytes to reuse, or None to calibrate. A cache from another algorithm is ignored."""
+        if not self.cache_path.is_file():
+            return None
+        data = self.cache_path.read_bytes()
+        try:
+            if not cache_matches(data, self.kind):
+                return None
+        except CalibrationError:
+            return None
+        mod = _cache_module()
+        if mod is not None and hasattr(mod, "read_trt_cache"):
+            mod.read_trt_cache(self.cache_path)  # validates every scale line; raises CalibrationError
+        return data
+
+    def write_cache(self, data: bytes) -> None:
+        data = bytes(data)
+        cache_header(data)
+        write_bytes_atomic(self.cache_path, data)
+
+
+@trt_path("legacy_calibrator")
+def calibrator_class(trt, kind: str) -> type:
+    """A subclass of TensorRT's entropy or min-max calibrator that delegates to a CalibrationFeed."""
+    base = trt.IInt8EntropyCalibrator2 if kind == "entropy" else trt.IInt8MinMaxCalibrator
+
+    class SegrtCalibrator(base):
+        def __init__(self, feed: CalibrationFeed, release: Callable[[], None]) -> None:
+            base.__init__(self)  # pybind11 trampolines need the base initialised explicitly
+            self.feed = feed
+            self.release = release
+
+        def get_batch_size(self) -> int:  # ignored with explicit batch, still required
+            return self.feed.batch_size
+
+        def get_batch(self, names):
+            return self.feed.next_pointers(names)
+
+        def read_calibration_cache(self):
+            return self.feed.read_cache()
+
+        def write_calibration_cache(self, cache) -> None:
+            self.feed.write_cache(cache)
+
+    return SegrtCalibrator
+
+
+def calibration_cache_path(bundle_path: Path, kind: str, shape: Sequence[int]) -> Path:
+    """One cache per algorithm and calibration shape, in the bundle."""
+    dims = "x".join(str(int(d)) for d in shape)
+    return Path(bundle_path) / f"calib.{kind}.{dims}.trtcache"
+
+
+def legacy_calibrator(trt, bundle, *, kind: str, source_uri: str | None, frames: int,
+                      shape: Sequence[int], device: int = 0):
+    """The calibrator TensorRT's legacy INT8 build calls, fed from ``source_uri``.
+
+    Without a source an existing cache is used; without either it is an error.
+    """
+    from segrt.runtime import cuda_pycuda  # noqa: PLC0415 - GPU only
+
+    cache_path = calibration_cache_path(bundle.path, kind, shape)
+    dtype = np.dtype(bundle.manifest.input.dtype)
+    if source_uri:
+        batches = _calibration_batches(bundle, source_uri, frames, int(shape[0]))
+    elif cache_path.is_file():
+        batches = iter(())
+    else:
+        raise CalibrationError(f"INT8 calibration needs data: no --calib source and no cache {cache_path.name}",
+                               hint="pass --calib FOLDER|VIDEO|synthetic://")
+    buf: dict[str, object] = {}
+
+    def to_device(batch: np.ndarray) -> int:
+        if "dev" not in buf:
+            buf["dev"] = cuda_pycuda.DeviceBuffer(batch.nbytes)
+        cuda_pycuda.copy_to_device(buf["dev"], batch)  # type: ignore[arg-type]
+        return int(buf["dev"])  # type: ignore[call-overload]
+
+    def release() -> None:
+        dev = buf.pop("dev", None)
+        if dev is not None:
+            dev.free()  # type: ignore[attr-defined]
+
+    feed = CalibrationFeed(batches, shape=shape, dtype=dtype, cache_path=cache_path, kind=kind, to_device=to_device)
+    return calibrator_class(trt, kind)(feed, release)
+
+
+def _calibration_batches(bundle, source_uri: str, frames: int, batch_size: int) -> Iterator[np.ndarray]:
+    """The precision engineer's reader: the frames inference would see, preprocessed per the manifest."""
+    try:
+        from segrt.calibration.data import iter_calibration_batches  # noqa: PLC0415
+    except ImportError as exc:
+        raise CalibrationError("the calibration reader (segrt.calibration.data) is not available in this build",
+                               hint="build from the Q/DQ model.int8.onnx instead: segrt quantize") from exc
+    return iter_calibration_batches(bundle, source_uri, frames, batch_size=batch_size)

@@ -1,0 +1,289 @@
+"""``segrt doctor``: what this machine can run, and a self-test of every backend present.
+
+:func:`machine_report` collects facts (GPU and driver, TensorRT, the CUDA bindings,
+ONNX Runtime providers, OpenCV's GStreamer support, cameras, Jetson model and power
+mode) without importing torch. :func:`selftest` runs what this machine can:
+
+* always: a tiny segmentation ONNX made with the onnx helper API (no torch) run by
+  ONNX Runtime and compared pixel for pixel with its numpy reference;
+* FP16 / INT8 through ONNX Runtime when the calibration modules are present;
+* a short synthetic stream through :mod:`segrt.runtime.pipeline` when it exists;
+* with TensorRT and a GPU: an engine per precision, the same reference check, and a stream.
+
+Every check reports pass / fail / skip with a reason; nothing here raises for a
+missing optional component.
+"""
+from __future__ import annotations
+
+import glob
+import importlib.util
+import os
+import re
+import tempfile
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from segrt.runtime.trt_api import jetson_model, l4t_release, tensorrt_install_hint
+
+PASS, FAIL, SKIP = "pass", "fail", "skip"
+SIZE = (32, 48)  # the tiny model's H, W: the self-test stays well under a second per check on a CPU
+
+
+@dataclass
+class Check:
+    name: str
+    status: str
+    detail: str = ""
+    seconds: float = 0.0
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+# -- facts ---------------------------------------------------------------------------
+def gstreamer_support(build_info: str) -> bool | None:
+    """``GStreamer: YES`` in ``cv2.getBuildInformation()`` (pip's opencv-python says NO)."""
+    m = re.search(r"^\s*GStreamer:\s*(\S+)", build_info, flags=re.M)
+    if not m:
+        return None
+    return m.group(1).upper().startswith("YES")
+
+
+def cameras(pattern: str = "/dev/video*") -> list[str]:
+    return sorted(glob.glob(pattern))
+
+
+def _module_version(name: str) -> tuple[str | None, str]:
+    """(version, "") when ``name`` imports, else (None, reason)."""
+    if importlib.util.find_spec(name.split(".")[0]) is None:
+        return None, "not installed"
+    try:
+        mod = __import__(name, fromlist=["_"])
+    except Exception as exc:  # a broken optional install must not stop the doctor
+        return None, f"installed but not importable: {type(exc).__name__}: {exc}"
+    return str(getattr(mod, "__version__", "") or "unknown"), ""
+
+
+def machine_report() -> dict[str, Any]:
+    """Facts about this machine (JSON-ready)."""
+    from segrt.tools import envinfo
+
+    jetson = jetson_model()
+    rep: dict[str, Any] = {"gpus": envinfo.gpu_info(), "jetson": None}
+    if jetson:
+        info = envinfo.jetson_info() or {}
+        rep["jetson"] = {"model": jetson, "l4t": l4t_release(), "power_mode": info.get("power_mode")}
+
+    v, why = _module_version("tensorrt")
+    rep["tensorrt"] = {"version": v, "status": "ok" if v else why,
+                       "hint": "" if v else tensorrt_install_hint(jetson)}
+    v, why = _module_version("pycuda")
+    pycuda = {"version": envinfo.dist_version("pycuda") or v, "status": "ok" if v else why}
+    if v:
+        try:
+            from segrt.runtime import cuda_pycuda
+            pycuda["devices"] = cuda_pycuda.device_count()
+        except Exception as exc:  # driver missing: report, do not fail
+            pycuda["devices"] = 0
+            pycuda["status"] = f"imports, but CUDA is unusable: {exc}"
+    cp: dict[str, Any] = {"version": envinfo.dist_version("cuda-bindings", "cuda-python")}
+    try:
+        from segrt.runtime import cuda_cudart
+        cp["devices"] = cuda_cudart.device_count()
+        cp["status"] = "ok"
+    except Exception as exc:
+        cp["status"] = f"unavailable: {exc}"
+    rep["cuda_bindings"] = {"pycuda": pycuda, "cuda_python": cp}
+
+    try:
+        import onnxruntime as ort
+        rep["onnxruntime"] = {"version": ort.__version__, "providers": list(ort.get_available_providers())}
+    except ImportError:
+        rep["onnxruntime"] = {"version": None, "providers": []}
+    try:
+        import cv2
+        rep["opencv"] = {"version": cv2.__version__, "gstreamer": gstreamer_support(cv2.getBuildInformation())}
+    except ImportError:
+        rep["opencv"] = {"version": None, "gstreamer": None}
+    rep["cameras"] = cameras()
+    return rep
+
+
+# -- self-test ---------------------------------------------------------------------------
+def _timed(name: str, fn: Callable[[], tuple[str, str] | tuple[str, str, dict]]) -> Check:
+    t0 = time.perf_counter()
+    try:
+        out = fn()
+    except Exception as exc:  # the doctor reports every failure as a line, never a traceback
+        tb = traceback.extract_tb(exc.__traceback__)[-1]
+        return Check(name, FAIL, f"{type(exc).__name__}: {exc} ({Path(tb.filename).name}:{tb.lineno})",
+                     time.perf_counter() - t0)
+    status, detail, *rest = out
+    return Check(name, status, detail, time.perf_counter() - t0, rest[0] if rest else {})
+
+
+def _frames() -> list[np.ndarray]:
+    h, w = SIZE
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:h, 0:w]
+    grad = np.stack([xx * 255 // w, yy * 255 // h, 255 - xx * 255 // w], -1).astype(np.uint8)[None]
+    return [rng.integers(0, 256, (1, h, w, 3), dtype=np.uint8), grad, np.zeros((1, h, w, 3), np.uint8)]
+
+
+def mask_agreement(backend, frames: list[np.ndarray]) -> float:
+    """Fraction of pixels whose class equals the tiny model's numpy reference."""
+    from segrt.tools.tiny_model import reference_mask
+
+    same = total = 0
+    with backend:
+        for f in frames:
+            mask = np.asarray(backend.infer(f)["mask"])
+            ref = reference_mask(f)
+            same += int((mask == ref).sum())
+            total += ref.size
+    return same / total
+
+
+def _fp16_onnx(bundle) -> tuple[str, str]:
+    if importlib.util.find_spec("segrt.calibration.fp16") is None:
+        return SKIP, "segrt.calibration.fp16 is not in this build"
+    import onnx
+
+    from segrt.calibration.fp16 import fp16_onnx_from_fp32
+    from segrt.runtime.bundle import onnx_filename
+    from segrt.runtime.fsutil import atomic_path
+
+    model = fp16_onnx_from_fp32(onnx.load(os.fspath(bundle.onnx_path("fp32"))))
+    target = bundle.path / onnx_filename("fp16")
+    with atomic_path(target) as tmp:
+        onnx.save(model, os.fspath(tmp))
+    bundle.register_onnx("fp16", target, details={"made_by": "segrt doctor"})
+    return PASS, f"made {target.name}"
+
+
+def selftest(workdir: str | os.PathLike[str] | None = None, *, echo: Callable[[str], None] | None = None,
+             stream_frames: int = 8) -> list[Check]:
+    """Run every check this machine can; skipped ones say why."""
+    from segrt.runtime.backends.onnxruntime import OnnxRuntimeBackend
+    from segrt.tools.tiny_model import tiny_bundle
+
+    checks: list[Check] = []
+
+    def add(c: Check) -> None:
+        checks.append(c)
+        if echo:
+            echo(format_check(c))
+
+    tmp = tempfile.TemporaryDirectory(prefix="segrt-doctor-") if workdir is None else None
+    root = Path(workdir) if workdir is not None else Path(tmp.name)  # type: ignore[union-attr]
+    try:
+        h, w = SIZE
+        bundle = tiny_bundle(root / "tiny", h, w, fused=True)
+        frames = _frames()
+        add(Check("tiny model", PASS, f"onnx helper graph, {h}x{w}, fused uint8 in / mask out (no torch)"))
+
+        def ort_check(precision: str):
+            def run():
+                agree = mask_agreement(OnnxRuntimeBackend(bundle.onnx_path(precision), threads=1), frames)
+                need = 1.0 if precision == "fp32" else 0.98
+                return (PASS if agree >= need else FAIL), f"{agree:.2%} pixels match the reference (need {need:.0%})"
+            return run
+
+        add(_timed("onnxruntime fp32", ort_check("fp32")))
+        made = _timed("fp16 cast (calibration.fp16)", lambda: _fp16_onnx(bundle))
+        add(made)
+        if "fp16" in bundle.manifest.artifacts:
+            add(_timed("onnxruntime fp16", ort_check("fp16")))
+        else:
+            add(Check("onnxruntime fp16", SKIP, made.detail or "no fp16 model"))
+        add(Check("onnxruntime int8", SKIP, "the INT8 Q/DQ step is made by 'segrt quantize' with calibration "
+                                              "frames; run it on a real bundle (not part of the tiny self-test)"))
+        add(_timed("stream (pipeline, onnxruntime)", lambda: _stream(bundle, "onnxruntime", stream_frames)))
+        for c in _tensorrt_checks(bundle, frames, stream_frames):
+            add(c)
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    return checks
+
+
+def _stream(bundle, backend: str, frames: int) -> tuple[str, str, dict]:
+    if importlib.util.find_spec("segrt.runtime.pipeline") is None:
+        return SKIP, "segrt.runtime.pipeline is not in this build", {}
+    from segrt.runtime.pipeline import Pipeline
+
+    h, w = SIZE
+    src = f"synthetic://?size={w * 4}x{h * 4}&frames={frames}&seed=1"
+    summary = Pipeline(bundle, src, None, backend=backend, max_frames=frames, threads=1).run()
+    ok = summary.frames == frames and summary.corrupt == 0
+    return (PASS if ok else FAIL), f"{summary.frames}/{frames} frames, {summary.fps:.1f} fps", summary.to_dict()
+
+
+def _tensorrt_checks(bundle, frames: list[np.ndarray], stream_frames: int) -> list[Check]:
+    from segrt.errors import SegrtError
+    from segrt.runtime.backends.select import probe_machine
+
+    machine, why = probe_machine()
+    if why:
+        return [Check("tensorrt", SKIP, why)]
+    out = []
+    from segrt.export.engine_from_onnx import build_bundle_engine
+    from segrt.runtime.backends.tensorrt import TensorRTBackend
+
+    for precision in ("fp32", "fp16", "int8"):
+        if precision not in bundle.manifest.artifacts:
+            out.append(Check(f"tensorrt {precision}", SKIP, f"no {precision} ONNX in the self-test bundle"))
+            continue
+
+        def run(p=precision):
+            try:
+                rec = build_bundle_engine(bundle, precision=p, echo=lambda s: None)
+            except SegrtError as exc:
+                return FAIL, f"build: {exc}"
+            agree = mask_agreement(TensorRTBackend(bundle.path / rec.path), frames)
+            need = 1.0 if p == "fp32" else 0.98
+            return (PASS if agree >= need else FAIL), (f"{agree:.2%} pixels match; layers "
+                                                       f"{dict(rec.layer_precisions)}")
+        out.append(_timed(f"tensorrt {precision}", run))
+    out.append(_timed("stream (pipeline, tensorrt)", lambda: _stream(bundle, "tensorrt", stream_frames)))
+    return out
+
+
+# -- output ------------------------------------------------------------------------------
+def format_check(c: Check) -> str:
+    mark = {PASS: "PASS", FAIL: "FAIL", SKIP: "skip"}[c.status]
+    return f"  [{mark}] {c.name:<32} {c.detail}" + (f"  ({c.seconds * 1e3:.0f} ms)" if c.seconds else "")
+
+
+def format_report(rep: dict[str, Any]) -> str:
+    lines = []
+    gpus = rep.get("gpus") or []
+    lines.append("GPU        " + ("; ".join(f"{g['name']} (driver {g.get('driver')}, SM {g.get('compute_capability')})"
+                                           for g in gpus) if gpus else "none (nvidia-smi absent or no GPU)"))
+    j = rep.get("jetson")
+    if j:
+        lines.append(f"Jetson     {j['model']}  L4T {j.get('l4t')}  power mode: {j.get('power_mode') or '?'}")
+    t = rep["tensorrt"]
+    lines.append("TensorRT   " + (t["version"] or f"{t['status']} -> {t['hint']}"))
+    cb = rep["cuda_bindings"]
+    lines.append(f"PyCUDA     {cb['pycuda'].get('version') or '-'} ({cb['pycuda']['status']})")
+    lines.append(f"cuda-python {cb['cuda_python'].get('version') or '-'} ({cb['cuda_python']['status']}, "
+                 f"{cb['cuda_python'].get('devices', 0)} device(s))")
+    o = rep["onnxruntime"]
+    lines.append(f"ONNX Runtime {o['version']}  providers: {', '.join(o['providers'])}")
+    cv = rep["opencv"]
+    gst = {True: "yes", False: "no (CSI cameras need JetPack's OpenCV)", None: "unknown"}[cv["gstreamer"]]
+    lines.append(f"OpenCV     {cv['version']}  GStreamer: {gst}")
+    lines.append("cameras    " + (", ".join(rep["cameras"]) or "none"))
+    return "\n".join(lines)
+
+
+def doctor(selftest_too: bool = False, *, echo: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """The report the CLI prints (and ``--json`` dumps)."""
+    rep = {"machine": machine_report()}
+    if selftest_too:
+        rep["selftest"] = [asdict(c) for c in selftest(echo=echo)]
+    return rep
