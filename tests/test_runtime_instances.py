@@ -1,0 +1,115 @@
+"""Instance post-processing: mask pasting geometry with known boxes and masks, letterbox mapping, drawing."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from segrt.runtime.instances import Instance, box_pixels, instances_from_outputs, paste_mask
+from segrt.runtime.manifest import InputSpec, Manifest, OutputSpec, PreprocessSpec, default_palette
+from segrt.runtime.preprocess import letterbox_for
+from segrt.runtime.render import Renderer
+
+
+def test_full_mask_fills_exactly_the_box():
+    origin, m = paste_mask(np.ones((28, 28), np.float32), (10.0, 20.0, 50.0, 44.0), (100, 80))
+    assert origin == (10, 20) and m.shape == (24, 40) and m.all()
+    inst = Instance(1, 0.9, (10.0, 20.0, 50.0, 44.0), origin, m)
+    full = inst.full_mask((100, 80))
+    ys, xs = np.nonzero(full)
+    assert (xs.min(), xs.max(), ys.min(), ys.max()) == (10, 49, 20, 43)
+    assert inst.area == 40 * 24
+
+
+def test_half_mask_pastes_to_the_left_half_and_threshold_applies():
+    prob = np.zeros((28, 28), np.float32)
+    prob[:, :14] = 0.8  # left half confident
+    prob[:, 14:] = 0.3  # right half below 0.5
+    origin, m = paste_mask(prob, (0.0, 0.0, 56.0, 28.0), (64, 64))
+    assert m.shape == (28, 56)
+    cols = m.any(axis=0)
+    # Bilinear resize puts the 0.8 -> 0.3 edge exactly at the box's middle (column 28).
+    assert cols[:28].all() and not cols[28:].any()
+    _, lo = paste_mask(prob, (0.0, 0.0, 56.0, 28.0), (64, 64), threshold=0.25)
+    assert lo.all()
+
+
+def test_quadrant_mask_scales_with_the_box():
+    prob = np.zeros((1, 28, 28), np.float32)  # (1,M,M) as Mask R-CNN returns it
+    prob[0, 14:, 14:] = 1.0  # bottom-right quadrant
+    origin, m = paste_mask(prob, (100.0, 50.0, 212.0, 106.0), (400, 300))  # 112 x 56 box (4x, 2x)
+    ys, xs = np.nonzero(m)
+    assert origin == (100, 50)
+    assert xs.min() == pytest.approx(56, abs=2) and xs.max() == 111
+    assert ys.min() == pytest.approx(28, abs=1) and ys.max() == 55
+
+
+def test_box_outside_and_partially_outside_the_frame():
+    assert paste_mask(np.ones((28, 28)), (120, 10, 150, 20), (100, 80)) is None
+    origin, m = paste_mask(np.ones((28, 28)), (-10.0, -5.0, 30.0, 15.0), (100, 80))
+    assert origin == (0, 0) and m.shape == (15, 30) and m.all()
+
+
+def test_box_pixels_rounding():
+    assert box_pixels((10.4, 20.6, 30.49, 40.5)) == (10, 21, 30, 41)
+    assert box_pixels((5.0, 5.0, 5.1, 5.2)) == (5, 5, 6, 6)  # never empty
+
+
+def _outputs(boxes, scores, labels=None, masks=None):
+    k = len(scores)
+    return {
+        "boxes": np.asarray(boxes, np.float32).reshape(k, 4),
+        "labels": np.asarray(labels if labels is not None else [1] * k, np.int64),
+        "scores": np.asarray(scores, np.float32),
+        "masks": masks if masks is not None else np.ones((k, 1, 28, 28), np.float32),
+    }
+
+
+def test_instances_from_outputs_threshold_order_and_letterbox_mapping():
+    # A 200x100 frame letterboxed into 64x64: scale 0.32, content rows 16..48.
+    lb = letterbox_for((200, 100), (64, 64), "letterbox")
+    outs = _outputs([[0, 16, 32, 32], [32, 32, 64, 48], [0, 20, 10, 30]], [0.6, 0.95, 0.2], labels=[1, 2, 1])
+    inst = instances_from_outputs(outs, lb, score_threshold=0.5)
+    assert [i.score for i in inst] == pytest.approx([0.95, 0.6])
+    assert [i.label for i in inst] == [2, 1]
+    assert inst[0].box == pytest.approx((100.0, 50.0, 200.0, 100.0))
+    assert inst[1].box == pytest.approx((0.0, 0.0, 100.0, 50.0))
+    full = inst[1].full_mask((200, 100))
+    ys, xs = np.nonzero(full)
+    assert (xs.min(), xs.max(), ys.min(), ys.max()) == (0, 99, 0, 49)
+    assert instances_from_outputs(outs, lb, score_threshold=0.1)[-1].score == pytest.approx(0.2)
+
+
+def test_box_in_the_letterbox_padding_is_dropped():
+    lb = letterbox_for((200, 100), (64, 64), "letterbox")
+    inst = instances_from_outputs(_outputs([[0, 0, 64, 10]], [0.9]), lb)  # rows 0..10 are padding
+    assert inst == []
+
+
+def test_empty_detections():
+    lb = letterbox_for((64, 64), (64, 64), "stretch")
+    outs = {"boxes": np.zeros((0, 4), np.float32), "labels": np.zeros((0,), np.int64),
+            "scores": np.zeros((0,), np.float32), "masks": np.zeros((0, 1, 28, 28), np.float32)}
+    assert instances_from_outputs(outs, lb) == []
+
+
+def test_instance_rendering_draws_masks_boxes_and_labels():
+    classes = ("__background__", "person", "car")
+    m = Manifest(name="mrcnn", classes=classes, palette=default_palette(3),
+                 input=InputSpec(name="frame", height=64, width=64), preprocess=PreprocessSpec(),
+                 output=OutputSpec(kind="instances", names=("boxes", "labels", "scores", "masks"), num_classes=3))
+    f = np.full((128, 128, 3), 100, np.uint8)
+    lb = letterbox_for((128, 128), (64, 64), "stretch")
+    prob = np.zeros((2, 1, 28, 28), np.float32)
+    prob[:, :, 7:21, 7:21] = 1.0  # the middle half of each box
+    inst = instances_from_outputs(_outputs([[8, 8, 40, 40], [40, 40, 60, 60]], [0.9, 0.8], [1, 2], prob), lb)
+    r = Renderer(m, view="overlay", alpha=0.5, legend=True)
+    out = r.render(f, inst, lb).copy()
+    # Inside the first instance's mask the frame is tinted; far from anything it is untouched.
+    centre = out[48, 48].astype(int)
+    assert np.abs(centre - 100).max() > 20
+    assert np.all(out[120:, :60] == 100)
+    # The box outline (x=16 column) is drawn in the instance colour, not the frame grey.
+    assert np.any(out[30:60, 16] != 100)
+    side = Renderer(m, view="side-by-side", legend=False).render(f, inst, lb)
+    assert side.shape == (128, 256, 3)
+    assert np.all(side[100:, 130:200] == 0)  # the mask panel's background is black

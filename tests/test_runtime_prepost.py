@@ -1,0 +1,214 @@
+"""Preprocess (stretch/letterbox, normalisation), mask decoding (argmax) and rendering, with real numbers."""
+from __future__ import annotations
+
+import tracemalloc
+
+import cv2
+import numpy as np
+import pytest
+
+from segrt.errors import ConfigError
+from segrt.runtime.manifest import InputSpec, Manifest, OutputSpec, PreprocessSpec, default_palette
+from segrt.runtime.postprocess import MaskDecoder, mask_from_outputs
+from segrt.runtime.preprocess import Letterbox, Preprocessor, letterbox_for
+from segrt.runtime.render import Renderer
+
+CLASSES = ("background", "a", "b", "c", "d")
+
+
+def manifest(h=48, w=64, *, fused=True, resize="stretch", order="RGB", kind=None, pad=0) -> Manifest:
+    if fused:
+        inp = InputSpec(name="frame", height=h, width=w)
+        out = OutputSpec(kind=kind or "mask", names=("mask",), num_classes=len(CLASSES))
+    else:
+        inp = InputSpec(name="input", height=h, width=w, layout="NCHW", dtype="float32", fused=False)
+        out = OutputSpec(kind=kind or "logits", names=("logits",), num_classes=len(CLASSES))
+    return Manifest(name="t", classes=CLASSES, palette=default_palette(len(CLASSES)), input=inp,
+                    preprocess=PreprocessSpec(resize=resize, mean=(10.0, 20.0, 30.0), std=(2.0, 4.0, 8.0),
+                                              color_order=order, pad_value=pad),
+                    output=out)
+
+
+def frame(h=120, w=200, seed=0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+# ------------------------------------------------------------------ preprocess
+def test_fused_stretch_is_a_resize_into_a_reused_buffer():
+    pre = Preprocessor(manifest())
+    f = frame()
+    t, lb = pre.pre(f)
+    assert t.shape == (1, 48, 64, 3) and t.dtype == np.uint8
+    np.testing.assert_array_equal(t[0], cv2.resize(f, (64, 48), interpolation=cv2.INTER_LINEAR))
+    assert (lb.scale_x, lb.scale_y, lb.pad_x, lb.pad_y) == (64 / 200, 48 / 120, 0, 0)
+    t2, _ = pre.pre(frame(seed=1))
+    assert t2 is t  # the same preallocated array every call
+
+
+def test_letterbox_pads_and_remembers_geometry():
+    pre = Preprocessor(manifest(64, 64, resize="letterbox", pad=114))
+    f = frame(100, 200)
+    t, lb = pre.pre(f)
+    assert lb.scale == pytest.approx(0.32) and lb.content_size == (64, 32)
+    assert (lb.pad_x, lb.pad_y) == (0, 16) and lb.content == (0, 16, 64, 48)
+    assert np.all(t[0, :16] == 114) and np.all(t[0, 48:] == 114)
+    np.testing.assert_array_equal(t[0, 16:48], cv2.resize(f, (64, 32), interpolation=cv2.INTER_LINEAR))
+    # Boxes map back to frame pixels through the same geometry.
+    np.testing.assert_allclose(lb.boxes_to_frame(np.array([[0, 16, 32, 32]])), [[0, 0, 100, 50]])
+    # A frame of another size gets its own geometry, and the border is re-padded.
+    t, lb2 = pre.pre(frame(200, 100))
+    assert lb2.content == (16, 0, 48, 64) and np.all(t[0, :, :16] == 114)
+
+
+def test_letterbox_for_policies():
+    lb = letterbox_for((1920, 1080), (1024, 512), "letterbox")
+    assert lb.content_size == (910, 512) and (lb.pad_x, lb.pad_y) == (57, 0)
+    with pytest.raises(ConfigError):
+        letterbox_for((10, 10), (4, 4), "crop")
+
+
+@pytest.mark.parametrize("order", ["RGB", "BGR"])
+def test_unfused_normalisation_matches_numpy(order):
+    pre = Preprocessor(manifest(fused=False, order=order))
+    f = frame()
+    t, _ = pre.pre(f)
+    assert t.shape == (1, 3, 48, 64) and t.dtype == np.float32
+    r = cv2.resize(f, (64, 48), interpolation=cv2.INTER_LINEAR).astype(np.float32)
+    if order == "RGB":
+        r = r[..., ::-1]
+    ref = ((r - np.array([10, 20, 30], np.float32)) / np.array([2, 4, 8], np.float32)).transpose(2, 0, 1)
+    np.testing.assert_allclose(t[0], ref, rtol=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_preprocess_allocates_nothing_per_frame(fused):
+    pre = Preprocessor(manifest(96, 128, fused=fused, resize="letterbox"))
+    f = frame(360, 640)
+    pre.pre(f)
+    tracemalloc.start()
+    for _ in range(20):
+        pre.pre(f)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    # numpy's ufunc casting buffer (32 KB) may appear; nothing the size of the tensor is made.
+    assert peak < min(0.5 * pre.tensor.nbytes, 40_000)
+
+
+# ------------------------------------------------------------------ mask decoding
+def test_running_argmax_equals_numpy_argmax_including_ties():
+    m = manifest(fused=False)
+    dec = MaskDecoder(m)
+    rng = np.random.default_rng(0)
+    logits = rng.standard_normal((1, 5, 48, 64)).astype(np.float32)
+    logits[0, :, :4, :4] = 1.0  # an exact 5-way tie: the first class wins, as np.argmax
+    logits[0, 2:4, 10:20, 10:20] = 7.0
+    out = dec.decode({"logits": logits})
+    assert out.dtype == np.uint8
+    np.testing.assert_array_equal(out, np.argmax(logits[0], axis=0))
+    assert np.all(out[:4, :4] == 0) and np.all(out[10:20, 10:20] == 2)
+    # fp16 logits decode too
+    np.testing.assert_array_equal(dec.decode({"logits": logits.astype(np.float16)}),
+                                  np.argmax(logits[0].astype(np.float16), axis=0))
+
+
+def test_mask_outputs_pass_through_and_fresh_copy():
+    m = manifest()
+    mask = np.random.default_rng(1).integers(0, 5, (1, 48, 64), dtype=np.uint8)
+    view = MaskDecoder(m).decode({"mask": mask})
+    assert np.shares_memory(view, mask)
+    fresh = mask_from_outputs({"mask": mask}, m)
+    assert not np.shares_memory(fresh, mask)
+    np.testing.assert_array_equal(fresh, mask[0])
+
+
+def test_decoder_errors_name_the_problem():
+    from segrt.errors import BackendError
+    with pytest.raises(BackendError, match="output 'mask' missing"):
+        MaskDecoder(manifest()).decode({"other": np.zeros((1, 4, 4), np.uint8)})
+
+
+# ------------------------------------------------------------------ rendering
+def _two_class_mask(h=48, w=64):
+    mask = np.zeros((h, w), np.uint8)
+    mask[:, w // 2:] = 3  # right half class 3, left half background
+    return mask
+
+
+def test_overlay_blends_objects_and_leaves_background_untouched():
+    m = manifest()
+    r = Renderer(m, view="overlay", alpha=0.4, legend=False)
+    f = frame(96, 128)
+    lb = letterbox_for((128, 96), (64, 48), "stretch")
+    out = r.render(f, _two_class_mask(), lb)
+    assert out.shape == f.shape
+    np.testing.assert_array_equal(out[:, :64], f[:, :64])  # background: the frame itself
+    colour = np.array(m.palette[3], np.float64)
+    expected = np.clip(np.round(f[:, 64:] * 0.6 + colour * 0.4), 0, 255)
+    assert np.abs(out[:, 64:].astype(np.float64) - expected).max() <= 1
+
+
+def test_mask_view_and_side_by_side():
+    m = manifest()
+    f = frame(96, 128)
+    lb = letterbox_for((128, 96), (64, 48), "stretch")
+    mask_img = Renderer(m, view="mask", legend=False).render(f, _two_class_mask(), lb)
+    assert np.all(mask_img[:, :64] == m.palette[0]) and np.all(mask_img[:, 64:] == m.palette[3])
+    sbs = Renderer(m, view="side-by-side", legend=False).render(f, _two_class_mask(), lb)
+    assert sbs.shape == (96, 256, 3)
+    np.testing.assert_array_equal(sbs[:, 128:], mask_img)
+    np.testing.assert_array_equal(sbs[:, :64], f[:, :64])
+
+
+def test_letterboxed_mask_maps_back_to_the_frame():
+    m = manifest(64, 64, resize="letterbox")
+    f = frame(100, 200)
+    pre = Preprocessor(m)
+    _, lb = pre.pre(f)
+    mask = np.full((64, 64), 1, np.uint8)  # padding rows say class 1 ...
+    mask[16:48, 32:] = 2  # ... the content's right half class 2
+    mask[16:48, :32] = 0
+    out = Renderer(m, view="mask", legend=False).render(f, mask, lb)
+    assert np.all(out[:, :100] == m.palette[0]) and np.all(out[:, 100:] == m.palette[2])
+
+
+def test_legend_shares_and_stats_are_drawn():
+    m = manifest()
+    f = np.full((270, 480, 3), 90, np.uint8)
+    lb = letterbox_for((480, 270), (64, 48), "stretch")
+    plain = Renderer(m, legend=False).render(f, _two_class_mask(), lb).copy()
+    withleg = Renderer(m, legend=True, shares=True).render(f, _two_class_mask(), lb, stats_text="FPS 30.0\nx")
+    diff = np.any(withleg != plain, axis=2)
+    ys, xs = np.nonzero(diff)
+    assert diff[:60, 300:].any()  # the legend panel, top right
+    assert diff[:60, :150].any()  # the stats panel, top left
+    assert not diff[150:, 150:300].any()  # nothing else moved
+    # Two classes present (background and "c"): two legend rows with their swatch colours.
+    assert (withleg[:60, 300:] == m.palette[3]).all(axis=2).sum() > 20
+
+
+def test_render_allocates_nothing_per_frame():
+    m = manifest(96, 128)
+    r = Renderer(m, view="overlay", legend=True, shares=True)
+    f = frame(360, 640)
+    lb = letterbox_for((640, 360), (128, 96), "stretch")
+    mask = np.random.default_rng(0).integers(0, 5, (96, 128), dtype=np.uint8)
+    r.render(f, mask, lb, "FPS 1")
+    tracemalloc.start()
+    for _ in range(10):
+        out = r.render(f, mask, lb, "FPS 1")
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert out is r.render(f, mask, lb)
+    assert peak < 64_000  # a 640x360 frame is 691 KB: no frame-sized array is made per call
+
+
+def test_renderer_validates_options():
+    with pytest.raises(ConfigError, match="unknown view"):
+        Renderer(manifest(), view="heatmap")
+    with pytest.raises(ConfigError, match="alpha"):
+        Renderer(manifest(), alpha=1.5)
+
+
+def test_letterbox_dataclass_fields():
+    lb = Letterbox(0.5, 0.5, 3, 4, (100, 100), (188, 184), (94, 92))
+    assert lb.scale == 0.5 and lb.content == (3, 4, 97, 96)
