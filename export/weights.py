@@ -1,0 +1,162 @@
+"""Load a checkpoint into a model: the usual wrappers, strict by default, one-line errors.
+
+Accepted files: a bare ``state_dict``; a dict wrapping one under ``state_dict``, ``model``,
+``model_state_dict``, ``net``, ``ema`` or ``weights`` (training scripts, Lightning, torchvision's
+references); keys prefixed ``module.`` (DataParallel/DDP), ``_orig_mod.`` (torch.compile) or
+``model.`` (Lightning) are unprefixed when that makes them match. Files are read with
+``torch.load(weights_only=True)``: a pickled whole model is refused rather than executed.
+Keys of a torchvision ``aux_classifier`` are skipped when the model has none (the auxiliary
+head only helps training); everything else mismatching fails with the key names.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from segrt.errors import WeightsError
+from segrt.runtime.fsutil import sha256_file
+
+log = logging.getLogger(__name__)
+
+WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "ema", "weights", "params")
+PREFIXES = ("module.", "_orig_mod.", "model.")
+IGNORABLE_PREFIXES = ("aux_classifier.",)
+
+
+@dataclass(frozen=True)
+class WeightsInfo:
+    """What was loaded, for the manifest's ``source``."""
+
+    path: str
+    sha256: str
+    wrapper: str | None  # the dict key the state_dict was found under, if any
+    stripped_prefix: str | None
+    skipped_keys: tuple[str, ...]
+    tensors: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "sha256": self.sha256, "wrapper": self.wrapper,
+                "stripped_prefix": self.stripped_prefix, "skipped_keys": list(self.skipped_keys),
+                "tensors": self.tensors}
+
+
+def _is_state_dict(obj: Any) -> bool:
+    import torch
+
+    return (isinstance(obj, Mapping) and len(obj) > 0
+            and all(isinstance(k, str) for k in obj)
+            and all(isinstance(v, torch.Tensor) for v in obj.values()))
+
+
+def read_state_dict(path: str | os.PathLike[str]) -> tuple[dict[str, Any], str | None]:
+    """The state_dict in ``path`` and the wrapper key it was under (None for a bare one)."""
+    import torch
+
+    p = Path(path)
+    if not p.is_file():
+        raise WeightsError(f"weights file {p} does not exist", hint="check the --weights path")
+    try:
+        obj = torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+            raise WeightsError(
+                f"{p} holds pickled Python objects, not just tensors ({first[:160]})",
+                hint="save model.state_dict() with torch.save and pass that file") from exc
+        raise WeightsError(f"{p} is not a PyTorch checkpoint ({first[:160]})",
+                           hint="pass a file written by torch.save(model.state_dict(), path)") from exc
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, AttributeError) as exc:
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise WeightsError(f"{p} is not a readable PyTorch checkpoint ({msg[:160]})",
+                           hint="pass a file written by torch.save(model.state_dict(), path)") from exc
+    if _is_state_dict(obj):
+        return dict(obj), None
+    if isinstance(obj, Mapping):
+        for key in WRAPPER_KEYS:
+            if _is_state_dict(obj.get(key)):
+                return dict(obj[key]), key
+        keys = ", ".join(sorted(str(k) for k in obj)[:8])
+        raise WeightsError(f"{p} has no state_dict (top-level keys: {keys})",
+                           hint=f"save the model's state_dict, or one under a key {'/'.join(WRAPPER_KEYS[:3])}")
+    raise WeightsError(f"{p} holds a {type(obj).__name__}, not a state_dict",
+                       hint="save model.state_dict() with torch.save and pass that file")
+
+
+def _strip(sd: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    return {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in sd.items()}
+
+
+def _best_prefix(sd: Mapping[str, Any], model_keys: set[str]) -> tuple[dict[str, Any], str | None]:
+    """Strip the wrapper prefix that makes the most keys match (repeatedly: module._orig_mod.x)."""
+    current, stripped = dict(sd), []
+    while True:
+        best, best_hits = None, len(model_keys & set(current))
+        for prefix in PREFIXES:
+            if any(k.startswith(prefix) for k in current):
+                hits = len(model_keys & set(_strip(current, prefix)))
+                if hits > best_hits:
+                    best, best_hits = prefix, hits
+        if best is None:
+            return current, "".join(stripped) or None
+        current = _strip(current, best)
+        stripped.append(best)
+
+
+def load_weights(model, path: str | os.PathLike[str], *, strict: bool = True) -> WeightsInfo:
+    """Load ``path`` into ``model`` in place; raise :class:`WeightsError` naming every mismatch."""
+    p = Path(path)
+    sd, wrapper = read_state_dict(p)
+    target = model.state_dict()
+    sd, prefix = _best_prefix(sd, set(target))
+    skipped = tuple(sorted(k for k in sd if k not in target and k.startswith(IGNORABLE_PREFIXES)))
+    for k in skipped:
+        del sd[k]
+    missing = sorted(k for k in target if k not in sd)
+    unexpected = sorted(k for k in sd if k not in target)
+    shapes = sorted(
+        (k, tuple(sd[k].shape), tuple(target[k].shape))
+        for k in sd if k in target and tuple(sd[k].shape) != tuple(target[k].shape)
+    )
+    if shapes or (strict and (missing or unexpected)):
+        raise WeightsError(_mismatch_message(p, missing, unexpected, shapes, len(target)),
+                           hint=_mismatch_hint(shapes, missing, unexpected))
+    model.load_state_dict(sd, strict=strict)
+    if skipped:
+        log.info("%s: skipped %d training-only keys (%s...)", p, len(skipped), skipped[0])
+    return WeightsInfo(path=str(p), sha256=sha256_file(p), wrapper=wrapper, stripped_prefix=prefix,
+                       skipped_keys=skipped, tensors=len(sd))
+
+
+def _names(keys: list[str], limit: int = 3) -> str:
+    more = f" (+{len(keys) - limit} more)" if len(keys) > limit else ""
+    return ", ".join(keys[:limit]) + more
+
+
+def _mismatch_message(p: Path, missing: list[str], unexpected: list[str],
+                      shapes: list[tuple[str, tuple, tuple]], total: int) -> str:
+    parts = []
+    if shapes:
+        k, got, want = shapes[0]
+        more = f" (+{len(shapes) - 1} more)" if len(shapes) > 1 else ""
+        parts.append(f"{len(shapes)} shape mismatches: {k} is {list(got)} in the file, "
+                     f"{list(want)} in the model{more}")
+    if missing:
+        parts.append(f"{len(missing)}/{total} model keys missing: {_names(missing)}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected keys: {_names(unexpected)}")
+    return f"{p} does not match the model: " + "; ".join(parts)
+
+
+def _mismatch_hint(shapes, missing, unexpected) -> str:
+    # A classifier trained on another class count differs only in the head's first dimension.
+    for _, got, want in shapes:
+        if len(got) == len(want) and got[1:] == want[1:] and got[0] != want[0] and len(got) in (1, 4):
+            return f"the checkpoint looks like a {got[0]}-class model: pass --num-classes {got[0]}"
+    if missing and not unexpected:
+        return "the file is for a smaller or different model; check the model name"
+    return "check that the checkpoint was trained for this model name and --num-classes"

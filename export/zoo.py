@@ -1,0 +1,230 @@
+"""The model zoo: named models with the default config that travels into the bundle manifest.
+
+Each :class:`ZooEntry` carries what a deployment needs besides the weights (timm-style
+pretrained config): input size, class names, mean/std on the 0..255 scale in the model's
+colour order, the preferred ONNX exporter and the size multiple the network needs.
+Nothing here downloads: torchvision models are built with ``weights=None,
+weights_backbone=None``, so without ``--weights`` they are randomly initialised.
+
+``demo_unet`` is the shipped, trained demo model; its weights and spec live in the installed
+package's ``weights/`` folder (``demo_unet.pth`` + ``demo_unet.json``).
+"""
+from __future__ import annotations
+
+import difflib
+import json
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from segrt.errors import ModelNotFoundError
+
+IMAGENET_MEAN = (123.675, 116.28, 103.53)  # RGB, 0..255
+IMAGENET_STD = (58.395, 57.12, 57.375)
+SEMANTIC_SIZE = (256, 512)  # H, W: small enough for a 2-core CPU
+INSTANCE_SIZE = (320, 480)
+
+VOC_CLASSES = (
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
+    "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
+    "train", "tvmonitor",
+)
+# torchvision's COCO category list for its detection models: index = label id (91 entries,
+# "N/A" marks ids unused by COCO). Copied from the weights' metadata so nothing is downloaded.
+def _coco_categories() -> tuple[str, ...]:
+    from torchvision.models.detection import MaskRCNN_ResNet50_FPN_Weights
+
+    return tuple(MaskRCNN_ResNet50_FPN_Weights.COCO_V1.meta["categories"])
+
+
+FAMILIES = ("semantic", "instances")
+EXPORTERS = ("auto", "dynamo", "torchscript")
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """One model of the zoo and its default deployment config.
+
+    ``factory(num_classes)`` builds the ``nn.Module`` in eval mode, randomly initialised;
+    ``weights`` is a default checkpoint (only for shipped models). ``unavailable`` says why
+    an entry cannot be built here (e.g. shipped weights missing), else is empty.
+    """
+
+    name: str
+    family: str  # "semantic" (logits/mask) or "instances" (Mask R-CNN)
+    description: str
+    factory: Callable[[int], Any] = field(repr=False, compare=False)
+    input_size: tuple[int, int] = SEMANTIC_SIZE  # (H, W)
+    classes: tuple[str, ...] = VOC_CLASSES
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    color_order: str = "RGB"
+    exporter: str = "torchscript"  # preferred exporter for --exporter auto
+    size_multiple: int = 8
+    params: Mapping[str, Any] = field(default_factory=dict)  # factory kwargs, recorded in the manifest
+    source: str = "torchvision"  # torchvision | segrt | demo
+    weights: Path | None = None
+    palette: tuple[tuple[int, int, int], ...] | None = None  # BGR; None -> default_palette
+    unavailable: str = ""
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def build(self, num_classes: int | None = None):
+        """The randomly initialised model in eval mode (torch is imported here, not at zoo import)."""
+        if self.unavailable:
+            raise ModelNotFoundError(f"zoo model {self.name!r} is not available: {self.unavailable}")
+        model = self.factory(num_classes or self.num_classes)
+        return model.eval()
+
+    def count_params(self) -> int:
+        """Parameter count, computed on the meta device (no memory, no init time)."""
+        import torch
+
+        with torch.device("meta"):
+            model = self.factory(self.num_classes)
+        return sum(p.numel() for p in model.parameters())
+
+
+# -- factories ---------------------------------------------------------------------------
+def _tv_segmentation(fn_name: str) -> Callable[[int], Any]:
+    def build(num_classes: int):
+        from torchvision.models import segmentation
+
+        # aux_loss=False: the auxiliary head is a training aid; checkpoints that carry it load
+        # with those keys skipped (see weights.py).
+        return getattr(segmentation, fn_name)(weights=None, weights_backbone=None,
+                                              num_classes=num_classes, aux_loss=False)
+    return build
+
+
+def _tv_maskrcnn(fn_name: str) -> Callable[[int], Any]:
+    def build(num_classes: int):
+        from torchvision.models import detection
+
+        return getattr(detection, fn_name)(weights=None, weights_backbone=None, num_classes=num_classes)
+    return build
+
+
+def _unet(**kw: Any) -> Callable[[int], Any]:
+    def build(num_classes: int):
+        from segrt.export.models.unet import UNet
+
+        return UNet(num_classes, **kw)
+    return build
+
+
+def _deeplabv3plus(**kw: Any) -> Callable[[int], Any]:
+    def build(num_classes: int):
+        from segrt.export.models.deeplabv3plus import DeepLabV3Plus
+
+        return DeepLabV3Plus(num_classes, **kw)
+    return build
+
+
+ARCH_FACTORIES: dict[str, Callable[..., Callable[[int], Any]]] = {
+    "unet": _unet,
+    "deeplabv3plus": _deeplabv3plus,
+}
+
+
+def shipped_weights_dir() -> Path:
+    """The installed package's ``weights/`` folder."""
+    import segrt
+
+    return Path(segrt.__file__).parent / "weights"
+
+
+def _demo_entry(weights_dir: Path) -> ZooEntry:
+    """``demo_unet`` from ``weights/demo_unet.{pth,json}``; marked unavailable if they are missing or bad."""
+    spec_path, pth = weights_dir / "demo_unet.json", weights_dir / "demo_unet.pth"
+    base = dict(name="demo_unet", family="semantic", source="demo", size_multiple=16,
+                description="trained demo U-Net shipped with segrt (weights/demo_unet.pth)",
+                factory=_unet())
+    missing = [p.name for p in (spec_path, pth) if not p.is_file()]
+    if missing:
+        return ZooEntry(**base, unavailable=f"{' and '.join(missing)} not found in {weights_dir} "
+                        "(this build ships no demo weights)")
+    try:
+        spec = json.loads(spec_path.read_text())
+        arch = spec["arch"]
+        params = dict(spec.get("params") or {})
+        h, w = (int(v) for v in spec["input_size"])
+        classes = tuple(str(c) for c in spec["classes"])
+        palette = spec.get("palette")
+        entry = ZooEntry(
+            **{**base, "factory": ARCH_FACTORIES[arch](**params)},
+            input_size=(h, w), classes=classes,
+            mean=tuple(float(v) for v in spec["mean"]), std=tuple(float(v) for v in spec["std"]),  # type: ignore[arg-type]
+            color_order=str(spec.get("color_order", "RGB")), params={"arch": arch, **params},
+            weights=pth,
+            palette=tuple(tuple(int(v) for v in c) for c in palette) if palette else None,  # type: ignore[arg-type]
+        )
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return ZooEntry(**base, unavailable=f"{spec_path} is unreadable or incomplete ({exc!r})")
+    return entry
+
+
+def _static_entries() -> list[ZooEntry]:
+    seg = [
+        ("fcn_resnet50", "FCN, ResNet-50 backbone (torchvision)"),
+        ("fcn_resnet101", "FCN, ResNet-101 backbone (torchvision)"),
+        ("deeplabv3_resnet50", "DeepLabV3, ResNet-50 backbone (torchvision)"),
+        ("deeplabv3_resnet101", "DeepLabV3, ResNet-101 backbone (torchvision)"),
+        ("deeplabv3_mobilenet_v3_large", "DeepLabV3, MobileNetV3-Large backbone (torchvision)"),
+        ("lraspp_mobilenet_v3_large", "LR-ASPP, MobileNetV3-Large: the real-time one (torchvision)"),
+    ]
+    entries = [ZooEntry(name=n, family="semantic", description=d, factory=_tv_segmentation(n))
+               for n, d in seg]
+    coco = _coco_categories()
+    for n, d in (("maskrcnn_resnet50_fpn", "Mask R-CNN, ResNet-50-FPN (torchvision)"),
+                 ("maskrcnn_resnet50_fpn_v2", "Mask R-CNN v2, ResNet-50-FPN (torchvision)")):
+        entries.append(ZooEntry(name=n, family="instances", description=d, factory=_tv_maskrcnn(n),
+                                input_size=INSTANCE_SIZE, classes=coco, size_multiple=32,
+                                # torchvision's transform normalises 0..1 RGB itself; recorded for the manifest
+                                mean=IMAGENET_MEAN, std=IMAGENET_STD, exporter="torchscript"))
+    unet_kw = {"depth": 4, "base_width": 32, "bilinear": True}
+    entries.append(ZooEntry(name="unet", family="semantic", source="segrt", size_multiple=16,
+                            description="classic U-Net (depth 4, width 32, bilinear up)",
+                            factory=_unet(**unet_kw), params={"arch": "unet", **unet_kw}))
+    for bb, desc in (("resnet50", "ResNet-50"), ("mobilenet_v3_large", "MobileNetV3-Large")):
+        entries.append(ZooEntry(name=f"deeplabv3plus_{bb}", family="semantic", source="segrt",
+                                size_multiple=16,
+                                description=f"DeepLabV3+ (ASPP + low-level skip), {desc}, OS16",
+                                factory=_deeplabv3plus(backbone=bb),
+                                params={"arch": "deeplabv3plus", "backbone": bb}))
+    return entries
+
+
+@lru_cache(maxsize=1)
+def _registry() -> dict[str, ZooEntry]:
+    entries = _static_entries()
+    entries.append(_demo_entry(shipped_weights_dir()))
+    return {e.name: e for e in entries}
+
+
+def list_entries() -> list[ZooEntry]:
+    """Every zoo entry, including unavailable ones (their ``unavailable`` says why)."""
+    return list(_registry().values())
+
+
+def get_entry(name: str) -> ZooEntry:
+    """The entry called ``name``; an unknown name raises with did-you-mean suggestions."""
+    reg = _registry()
+    entry = reg.get(name)
+    if entry is None:
+        close = difflib.get_close_matches(name, list(reg), n=3, cutoff=0.5)
+        hint = (f"did you mean {' or '.join(close)}?" if close else
+                "see `segrt models`; or pass package.module:factory or a .onnx file")
+        raise ModelNotFoundError(f"unknown model {name!r}", hint=hint)
+    if entry.unavailable:
+        raise ModelNotFoundError(f"zoo model {name!r} is not available: {entry.unavailable}",
+                                 hint="pick another model from `segrt models`")
+    return entry
+
+
+def reset_cache() -> None:
+    """Forget the registry (tests that install demo weights call this)."""
+    _registry.cache_clear()
