@@ -135,8 +135,9 @@ class _Ema:
 
 
 @contextlib.contextmanager
-def _signals_as_interrupt() -> Iterator[None]:
-    """On the main thread, SIGINT and SIGTERM raise KeyboardInterrupt for the run's duration.
+def _signals_as_interrupt(pipeline: "Pipeline") -> Iterator[None]:
+    """On the main thread, SIGINT and SIGTERM raise KeyboardInterrupt for the run's duration,
+    except while the pipeline is closing its sink (a finalising video must not be cut short).
 
     SIGINT is included because a process started in the background inherits it ignored,
     and Ctrl-C/kill -INT must still finalise the recording.
@@ -146,6 +147,9 @@ def _signals_as_interrupt() -> Iterator[None]:
         return
 
     def handler(signum: int, _frame: object) -> None:
+        pipeline.signals_received += 1
+        if pipeline._closing:
+            return
         raise KeyboardInterrupt(signal.Signals(signum).name)
 
     old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -195,6 +199,8 @@ class Pipeline:
         self.kind = self.manifest.output.kind
         self.summary: RunSummary | None = None
         self._used = False
+        self._closing = False
+        self.signals_received = 0
         self._iterating = False
         self._threads: list[threading.Thread] = []
         self._errors: list[BaseException] = []
@@ -210,20 +216,22 @@ class Pipeline:
     def run(self) -> RunSummary:
         """Process the whole source (or ``max_frames``); Ctrl-C/SIGTERM stop gracefully."""
         interrupted = False
-        with _signals_as_interrupt():
-            self._start(iterating=False)
+        with _signals_as_interrupt(self):
             try:
-                self._wait(self._threads[-1])
-            except KeyboardInterrupt:
-                interrupted = True
-                log.info("interrupted: stopping capture, draining %d stages, finalising %s",
-                         len(self._threads), self.sink.describe() if self.sink else "output")
-                self._stop_capture.set()
+                self._start(iterating=False)
                 try:
-                    self._wait(self._threads[-1], timeout=30.0)
+                    self._wait(self._threads[-1])
                 except KeyboardInterrupt:
-                    log.warning("second interrupt: dropping the frames still in flight")
+                    interrupted = True
+                    log.info("interrupted: stopping capture, draining, finalising %s",
+                             self.sink.describe() if self.sink else "output")
+                    self._stop_capture.set()
+                    try:
+                        self._wait(self._threads[-1], timeout=30.0)
+                    except KeyboardInterrupt:
+                        log.warning("second interrupt: dropping the frames still in flight")
             finally:
+                self._closing = True  # from here on signals are only counted
                 self._shutdown()
         self._raise_errors()
         self.summary = self._summary(interrupted)
