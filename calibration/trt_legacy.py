@@ -16,12 +16,12 @@ Split in two so the logic is tested without a GPU:
 """
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from segrt.calibration.cache import CALIBRATORS, calibration_cache_from_text, trt_version_number
 from segrt.errors import CalibrationError
 from segrt.runtime.fsutil import write_bytes_atomic
 from segrt.runtime.trt_api import trt_path
@@ -31,32 +31,21 @@ if TYPE_CHECKING:  # annotations only
 
 TRT_PATHS = {"legacy_calibrator": ("10.3", "10.16")}
 
-#: First-line algorithm tags TensorRT writes per calibrator ("TRT-100300-EntropyCalibration2").
-CACHE_TAGS = {"entropy": "EntropyCalibration2", "minmax": "MinMaxCalibration"}
 
 
-def cache_header(data: bytes) -> str:
-    """First line of a TensorRT calibration cache, or CalibrationError if it is not one."""
-    head = data.split(b"\n", 1)[0].decode("ascii", "replace").strip()
-    if not head.startswith("TRT-"):
-        raise CalibrationError(f"not a TensorRT calibration cache (first line {head[:40]!r})",
-                               hint="delete it and calibrate again")
-    return head
+def _cache_tag(kind: str) -> str:
+    if kind not in ("entropy", "minmax"):
+        raise CalibrationError(f"unknown calibrator {kind!r}", hint="use entropy or minmax")
+    return CALIBRATORS[kind]
 
 
-def cache_matches(data: bytes, kind: str) -> bool:
-    """Does this cache come from the same calibration algorithm? (an entropy cache fed to a
-    min-max calibrator would silently give entropy scales)."""
-    return cache_header(data).endswith(CACHE_TAGS[kind])
-
-
-def _cache_module():
-    """The precision engineer's cache reader, if present (``segrt.calibration.cache``)."""
-    if importlib.util.find_spec("segrt.calibration.cache") is None:
-        return None
-    import segrt.calibration.cache as cache  # noqa: PLC0415
-
-    return cache
+def usable_cache(data: bytes, kind: str, trt_version: str | None, source: str = "calibration cache") -> bool:
+    """Would TensorRT reuse this cache? Same calibrator tag and, when known, the same TensorRT
+    version in the header (TensorRT silently recalibrates otherwise). Malformed caches raise."""
+    cache = calibration_cache_from_text(data.decode("utf-8", "replace"), source=source)
+    if cache.calibrator != _cache_tag(kind):
+        return False
+    return trt_version is None or cache.trt_version == trt_version_number(trt_version)
 
 
 class CalibrationFeed:
@@ -64,13 +53,16 @@ class CalibrationFeed:
 
     ``batches`` yields arrays of exactly ``shape`` (the profile's OPT shape) and
     ``dtype`` (the network input's). ``to_device`` copies one batch to the GPU
-    and returns its device pointer (the same buffer every time).
+    and returns its device pointer (the same buffer every time). The cache is
+    TensorRT's text format (:mod:`segrt.calibration.cache`); ``trt_version`` is the
+    running TensorRT, whose number a reusable cache's header must carry.
     """
 
     def __init__(self, batches: Iterable[np.ndarray], *, shape: Sequence[int], dtype: np.dtype,
-                 cache_path: str | Path, kind: str, to_device: Callable[[np.ndarray], int] | None = None) -> None:
-        if kind not in CACHE_TAGS:
-            raise CalibrationError(f"unknown calibrator {kind!r}", hint="use entropy or minmax")
+                 cache_path: str | Path, kind: str, to_device: Callable[[np.ndarray], int] | None = None,
+                 trt_version: str | None = None) -> None:
+        _cache_tag(kind)
+        self.trt_version = trt_version
         self.shape = tuple(int(d) for d in shape)
         self.dtype = np.dtype(dtype)
         self.cache_path = Path(cache_path)
@@ -122,18 +114,15 @@ class CalibrationFeed:
             return None
         data = self.cache_path.read_bytes()
         try:
-            if not cache_matches(data, self.kind):
-                return None
+            ok = usable_cache(data, self.kind, self.trt_version, str(self.cache_path))
         except CalibrationError:
-            return None
-        mod = _cache_module()
-        if mod is not None and hasattr(mod, "read_trt_cache"):
-            mod.read_trt_cache(self.cache_path)  # validates every scale line; raises CalibrationError
-        return data
+            return None  # malformed: calibrate again and overwrite it
+        return data if ok else None
 
     def write_cache(self, data: bytes) -> None:
+        """Keep what TensorRT computed (validated as a cache first), atomically."""
         data = bytes(data)
-        cache_header(data)
+        calibration_cache_from_text(data.decode("utf-8", "replace"), source="TensorRT's calibration cache")
         write_bytes_atomic(self.cache_path, data)
 
 
@@ -179,12 +168,14 @@ def legacy_calibrator(trt, bundle, *, kind: str, source_uri: str | None, frames:
 
     cache_path = calibration_cache_path(bundle.path, kind, shape)
     dtype = np.dtype(bundle.manifest.input.dtype)
+    version = str(getattr(trt, "__version__", "")) or None
     if source_uri:
-        batches = _calibration_batches(bundle, source_uri, frames, int(shape[0]))
-    elif cache_path.is_file():
-        batches = iter(())
+        batches: Iterable[np.ndarray] = _calibration_batches(bundle, source_uri, frames, int(shape[0]))
+    elif cache_path.is_file() and usable_cache(cache_path.read_bytes(), kind, version, str(cache_path)):
+        batches = iter(())  # TensorRT takes the scales from the cache and asks for no batch
     else:
-        raise CalibrationError(f"INT8 calibration needs data: no --calib source and no cache {cache_path.name}",
+        have = f"; {cache_path.name} is for another TensorRT or calibrator" if cache_path.is_file() else ""
+        raise CalibrationError(f"INT8 calibration needs data: no --calib source{have}",
                                hint="pass --calib FOLDER|VIDEO|synthetic://")
     buf: dict[str, object] = {}
 
@@ -199,15 +190,13 @@ def legacy_calibrator(trt, bundle, *, kind: str, source_uri: str | None, frames:
         if dev is not None:
             dev.free()  # type: ignore[attr-defined]
 
-    feed = CalibrationFeed(batches, shape=shape, dtype=dtype, cache_path=cache_path, kind=kind, to_device=to_device)
+    feed = CalibrationFeed(batches, shape=shape, dtype=dtype, cache_path=cache_path, kind=kind,
+                           to_device=to_device, trt_version=version)
     return calibrator_class(trt, kind)(feed, release)
 
 
 def _calibration_batches(bundle, source_uri: str, frames: int, batch_size: int) -> Iterator[np.ndarray]:
     """The precision engineer's reader: the frames inference would see, preprocessed per the manifest."""
-    try:
-        from segrt.calibration.data import iter_calibration_batches  # noqa: PLC0415
-    except ImportError as exc:
-        raise CalibrationError("the calibration reader (segrt.calibration.data) is not available in this build",
-                               hint="build from the Q/DQ model.int8.onnx instead: segrt quantize") from exc
+    from segrt.calibration.reader import iter_calibration_batches  # noqa: PLC0415 - reads frames lazily
+
     return iter_calibration_batches(bundle, source_uri, frames, batch_size=batch_size)
