@@ -276,7 +276,8 @@ class Pipeline:
             self._close_resources()
             raise
         q = self.queue_size
-        self._q_in: queue.Queue = queue.Queue(q)
+        # A live frame waits at most one inference in q_in: latency stays bounded, the grabber drops the rest.
+        self._q_in: queue.Queue = queue.Queue(1 if self.source.is_live else q)
         self._q_out: queue.Queue = queue.Queue(q)
         self._q_res: queue.Queue = queue.Queue(q)
         inp = self.manifest.input
