@@ -125,9 +125,9 @@ def _timed(name: str, fn: Callable[[], tuple[str, str] | tuple[str, str, dict]])
     return Check(name, status, detail, time.perf_counter() - t0, rest[0] if rest else {})
 
 
-def _frames() -> list[np.ndarray]:
+def _frames(seed: int = 0) -> list[np.ndarray]:
     h, w = SIZE
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:h, 0:w]
     grad = np.stack([xx * 255 // w, yy * 255 // h, 255 - xx * 255 // w], -1).astype(np.uint8)[None]
     return [rng.integers(0, 256, (1, h, w, 3), dtype=np.uint8), grad, np.zeros((1, h, w, 3), np.uint8)]
@@ -162,6 +162,30 @@ def _fp16_onnx(bundle) -> tuple[str, str]:
         onnx.save(model, os.fspath(tmp))
     bundle.register_onnx("fp16", target, details={"made_by": "segrt doctor"})
     return PASS, f"made {target.name}"
+
+
+def _int8_onnx(bundle, frames: list[np.ndarray]) -> tuple[str, str]:
+    """INT8 Q/DQ of the tiny model with the project's calibration (ranges on ONNX Runtime, then Q/DQ)."""
+    missing = [m for m in ("segrt.calibration.collect", "segrt.calibration.qdq") if importlib.util.find_spec(m) is None]
+    if missing:
+        return SKIP, f"{', '.join(missing)} not in this build"
+    import onnx
+
+    from segrt.calibration.collect import calibrate_ranges, tensors_to_calibrate
+    from segrt.calibration.qdq import DEFAULT_QUANT_OPS, int8_onnx_from_fp32, prepare_fp32
+    from segrt.runtime.bundle import onnx_filename
+    from segrt.runtime.fsutil import atomic_path
+
+    fp32, _ = prepare_fp32(onnx.load(os.fspath(bundle.onnx_path("fp32"))))
+    name = bundle.manifest.input.name
+    ranges = calibrate_ranges(fp32, ({name: f} for f in frames), tensors_to_calibrate(fp32, DEFAULT_QUANT_OPS))
+    model = int8_onnx_from_fp32(fp32, ranges, remainder="fp32")
+    target = bundle.path / onnx_filename("int8")
+    with atomic_path(target) as tmp:
+        onnx.save(model, os.fspath(tmp))
+    bundle.register_onnx("int8", target, details={"made_by": "segrt doctor", "calibration_frames": len(frames)})
+    qdq = sum(1 for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear"))
+    return PASS, f"made {target.name} ({qdq} Q/DQ nodes, {len(frames)} calibration frames)"
 
 
 def selftest(workdir: str | os.PathLike[str] | None = None, *, echo: Callable[[str], None] | None = None,
@@ -199,8 +223,14 @@ def selftest(workdir: str | os.PathLike[str] | None = None, *, echo: Callable[[s
             add(_timed("onnxruntime fp16", ort_check("fp16")))
         else:
             add(Check("onnxruntime fp16", SKIP, made.detail or "no fp16 model"))
-        add(Check("onnxruntime int8", SKIP, "the INT8 Q/DQ step is made by 'segrt quantize' with calibration "
-                                              "frames; run it on a real bundle (not part of the tiny self-test)"))
+        # calibrate on other frames than those checked against the reference
+        calib = [np.ascontiguousarray(f[:, ::-1]) for f in frames] + _frames(seed=11)[:1]
+        made = _timed("int8 Q/DQ (calibration.qdq)", lambda: _int8_onnx(bundle, calib))
+        add(made)
+        if "int8" in bundle.manifest.artifacts:
+            add(_timed("onnxruntime int8", ort_check("int8")))
+        else:
+            add(Check("onnxruntime int8", SKIP, made.detail or "no int8 model"))
         add(_timed("stream (pipeline, onnxruntime)", lambda: _stream(bundle, "onnxruntime", stream_frames)))
         for c in _tensorrt_checks(bundle, frames, stream_frames):
             add(c)
