@@ -16,7 +16,6 @@ import logging
 import os
 import re
 import shutil
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from segrt.errors import BundleError, ConfigError, ExportError, ModelNotFoundError, WeightsError
+from segrt.errors import BundleError, ConfigError, ExportError, ManifestError, ModelNotFoundError
 from segrt.export.zoo import IMAGENET_MEAN, IMAGENET_STD, SEMANTIC_SIZE, ZooEntry, get_entry
 from segrt.runtime.bundle import MANIFEST_NAME, Bundle, onnx_filename
 from segrt.runtime.fsutil import ensure_writable_dir, sha256_file
@@ -268,6 +267,14 @@ def _prepare_out_dir(out_dir: Path) -> bool:
         if visible and not (out_dir / MANIFEST_NAME).is_file():
             raise BundleError(f"output folder {out_dir} is not empty and is not a bundle",
                               hint="pass -o with a new or empty folder, or an existing bundle to replace")
+        if (out_dir / MANIFEST_NAME).is_file():
+            try:
+                Bundle.open(out_dir)
+            except ManifestError as exc:
+                # Never overwrite a bundle a newer segrt made; an unreadable one may be replaced.
+                if "newer" in exc.message:
+                    raise BundleError(f"{out_dir} holds a bundle from a newer segrt ({exc.message})",
+                                      hint="upgrade segrt, or pass -o with another folder") from exc
     ensure_writable_dir(out_dir)
     return created
 
@@ -522,7 +529,7 @@ def _verify_instance_probe(module, example, tmp: Path, plan: _Plan, opset: int, 
         probe = tmp / "probe.onnx"
         onnx_from_torch(module, example, probe, input_names=[("frame" if plan.fuse else "input")],
                         output_names=list(INSTANCE_OUTPUTS), opset=opset, exporter=exporter,
-                        passes=("optimize", "shape_inference"))
+                        passes=())
         rep = verify_onnx_against_torch(probe, module, family="instances", fused=plan.fuse,
                                         height=plan.height, width=plan.width)
         rep["graph"] = "probe (box_score_thresh=0)"
@@ -541,3 +548,17 @@ def _instance_summary(report: Mapping[str, Any]) -> dict[str, Any]:
             "method": ("shipped graph checked on sample frames; it detected nothing (random init), so a twin "
                        "exported with box_score_thresh=0 was checked on the same frames"
                        if report.get("probe") else src["method"])}
+
+
+def parse_triplet(text: str | Sequence[float] | None, flag: str) -> tuple[float, float, float] | None:
+    """``"123.7,116.3,103.5"`` -> three floats (``None`` passes through)."""
+    if text is None:
+        return None
+    parts = re.split(r"[,\s]+", text.strip()) if isinstance(text, str) else list(text)
+    try:
+        vals = tuple(float(v) for v in parts if v != "")
+    except ValueError:
+        vals = ()
+    if len(vals) != 3:
+        raise ConfigError(f"{flag} {text!r} is not three numbers", hint=f"write it like {flag} 123.675,116.28,103.53")
+    return vals  # type: ignore[return-value]

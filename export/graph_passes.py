@@ -99,11 +99,17 @@ def run_passes(path: str | Path, passes: tuple[str, ...] = DEFAULT_PASSES) -> li
             import onnxscript.optimizer
 
             try:
-                model = onnxscript.optimizer.optimize(model)
+                optimized = onnxscript.optimizer.optimize(model)
+                # The optimizer can emit a dangling tensor on graphs with If subgraphs (seen on
+                # Mask R-CNN); never ship that: validate, and keep the exported graph if invalid.
+                onnx.checker.check_model(optimized, full_check=True)
             except Exception as exc:  # noqa: BLE001 - an optimizer bug must not fail a valid export
-                log.warning("onnxscript optimizer failed on %s, graph left as exported: %s", path.name, exc)
-                records.append({"pass": "optimize", "skipped": f"{type(exc).__name__}: {str(exc)[:160]}"})
+                reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+                log.info("onnxscript optimizer output rejected on %s, graph left as exported: %s", path.name, reason)
+                records.append({"pass": "optimize", "tool": "onnxscript.optimizer", "nodes": count_nodes(model),
+                                "skipped": f"{type(exc).__name__}: {reason}"})
                 continue
+            model = optimized
             records.append({"pass": "optimize", "tool": "onnxscript.optimizer", "nodes": count_nodes(model)})
         elif name == "shape_inference":
             model = onnx.shape_inference.infer_shapes(model, check_type=True, data_prop=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
 import re
 import time
 import warnings
@@ -52,13 +53,52 @@ def op_name_from_error(text: str) -> str | None:
     return None
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
+    """The informative line of an exporter error (dynamo wraps the cause in a long banner)."""
+    text = _ANSI.sub("", str(exc)).strip()
+    if "## Exception summary" in text:
+        for line in text.split("## Exception summary", 1)[1].splitlines():
+            m = re.match(r"<class '[\w.]+'>: (.*)", line.strip())
+            if m:
+                return m.group(1)[:240]
     for line in text.splitlines():
         line = line.strip()
-        if line and not line.startswith(("[", "-", "#")) and "Failed to export the model with torch.export" not in line:
+        if line and not line.startswith(("[", "-", "#")):
             return line[:240]
     return type(exc).__name__
+
+
+@contextlib.contextmanager
+def _os_output_captured():
+    """Capture the process's stdout and stderr (fds 1 and 2) into a temp file.
+
+    torch 2.14's TorchScript exporter turns its C++ ONNX log on whatever ``verbose`` says (its
+    ``setup_onnx_logging`` tests a function object, always true) and prints the whole graph
+    from C++ when an export fails; that must not reach the user's terminal.
+    """
+    import sys
+    import tempfile
+
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(AttributeError, OSError, ValueError):
+            stream.flush()
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
+    with tempfile.TemporaryFile() as sink:
+        for fd in saved:
+            os.dup2(sink.fileno(), fd)
+        try:
+            yield
+        finally:
+            for fd, copy in saved.items():
+                os.dup2(copy, fd)
+                os.close(copy)
+            sink.seek(0)
+            text = sink.read().decode(errors="replace")
+            if text:
+                log.debug("exporter output:\n%s", text[-4000:])
 
 
 def _export_once(module: torch.nn.Module, args: tuple, path: Path, exporter: str, *,
@@ -79,7 +119,8 @@ def _export_once(module: torch.nn.Module, args: tuple, path: Path, exporter: str
                                   **{k: dict(v) for k, v in dynamic.outputs.items()}}
     # The exporters print progress to stdout and warn a lot; keep both out of the user's terminal.
     out = io.StringIO()
-    with warnings.catch_warnings(), contextlib.redirect_stdout(out), torch.no_grad():
+    with warnings.catch_warnings(), contextlib.redirect_stdout(out), contextlib.redirect_stderr(out), \
+            _os_output_captured(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(module, args, str(path), **kw)
     if out.getvalue():

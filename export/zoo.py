@@ -183,8 +183,9 @@ def _static_entries() -> list[ZooEntry]:
                  ("maskrcnn_resnet50_fpn_v2", "Mask R-CNN v2, ResNet-50-FPN (torchvision)")):
         entries.append(ZooEntry(name=n, family="instances", description=d, factory=_tv_maskrcnn(n),
                                 input_size=INSTANCE_SIZE, classes=coco, size_multiple=32,
-                                # torchvision's transform normalises 0..1 RGB itself; recorded for the manifest
-                                mean=IMAGENET_MEAN, std=IMAGENET_STD, exporter="torchscript"))
+                                # The graph takes 0..1 RGB (x / 255) and applies torchvision's ImageNet
+                                # normalisation inside, as torchvision's own transform does.
+                                mean=(0.0, 0.0, 0.0), std=(255.0, 255.0, 255.0), exporter="torchscript"))
     unet_kw = {"depth": 4, "base_width": 32, "bilinear": True}
     entries.append(ZooEntry(name="unet", family="semantic", source="segrt", size_multiple=16,
                             description="classic U-Net (depth 4, width 32, bilinear up)",
@@ -216,6 +217,8 @@ def get_entry(name: str) -> ZooEntry:
     entry = reg.get(name)
     if entry is None:
         close = difflib.get_close_matches(name, list(reg), n=3, cutoff=0.5)
+        # A family prefix ("fcn", "maskrcnn") is a fine question too.
+        close += [n for n in reg if name.lower() in n and n not in close][: 3 - len(close)]
         hint = (f"did you mean {' or '.join(close)}?" if close else
                 "see `segrt models`; or pass package.module:factory or a .onnx file")
         raise ModelNotFoundError(f"unknown model {name!r}", hint=hint)
@@ -228,3 +231,14 @@ def get_entry(name: str) -> ZooEntry:
 def reset_cache() -> None:
     """Forget the registry (tests that install demo weights call this)."""
     _registry.cache_clear()
+
+
+def zoo_table() -> list[dict[str, Any]]:
+    """One row per entry for ``segrt models``: name, family, input size, classes, params (M)."""
+    rows = []
+    for e in list_entries():
+        params = None if e.unavailable else round(e.count_params() / 1e6, 2)
+        rows.append({"name": e.name, "family": e.family, "input_size": f"{e.input_size[0]}x{e.input_size[1]}",
+                     "classes": e.num_classes, "params_m": params, "exporter": e.exporter,
+                     "description": e.description, "unavailable": e.unavailable or None})
+    return rows
