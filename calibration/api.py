@@ -1,0 +1,376 @@
+"""``segrt quantize`` as a function: FP16 or INT8 ONNX for a bundle, behind an accuracy gate.
+
+Flow: pick held-out evaluation frames (never the calibration frames) -> FP32 reference
+masks -> convert (FP16 cast, or streamed calibration + INT8 Q/DQ) -> compare with FP32
+(and with labels when the source has them) -> if below the gate, the sensitivity fallback
+excludes the worst layers and re-checks -> write the ONNX atomically and register it in
+the manifest with its accuracy report and calibration provenance, **only if it passes**
+(or when the caller explicitly disables the gate).
+
+Accuracy of the lower precision is measured twice: as ONNX Runtime's CPU provider runs
+the artifact, and on an FP32 emulation in which every FP16 tensor is rounded to FP16
+(see :func:`segrt.calibration.fp16.fp32_emulation_from_fp16`): ONNX Runtime's CPU provider
+skips most FP16 rounding, so the emulation is the one that predicts a TensorRT FP16/INT8
+engine. The gate takes the lower of the two.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import onnx
+
+from segrt.calibration.collect import METHODS, CalibrationRanges, calibrate_ranges, tensors_to_calibrate
+from segrt.calibration.evaluate import EvalSet, agreement_with, collect_eval_set, compare_masks, predict_masks
+from segrt.calibration.fp16 import DEFAULT_KEEP_FP32_OPS, fp16_conversion, fp32_emulation_from_fp16
+from segrt.calibration.gate import AccuracyReport, PrecisionAccuracy, normalize_gate
+from segrt.calibration.progress import progress_bar
+from segrt.calibration.qdq import (
+    DEFAULT_QUANT_OPS,
+    FP16_QDQ_OPSET,
+    WEIGHTED_OPS,
+    auto_excluded_nodes,
+    int8_conversion,
+    prepare_fp32,
+    quantizable_nodes,
+)
+from segrt.calibration.reader import SourceCalibrationReader
+from segrt.calibration.sampling import FrameSampler, SplitPlan, plan_split
+from segrt.calibration.sensitivity import FallbackResult, sensitivity_fallback
+from segrt.errors import AccuracyGateError, BundleError, CalibrationError, ConfigError
+from segrt.runtime.bundle import Bundle, onnx_filename
+from segrt.runtime.fsutil import atomic_path, sha256_file
+from segrt.runtime.manifest import Artifact
+
+log = logging.getLogger("segrt.calibration")
+
+QUANT_PRECISIONS = ("fp16", "int8")
+MIN_CALIB_FRAMES_WARN = 100
+RANGES_FILE = "calibration.int8.json"
+SENSITIVITY_FRAMES = 8
+
+
+@dataclass
+class QuantizeReport:
+    """What ``quantize_bundle`` did. ``artifact`` is the registered artifact."""
+
+    bundle: Path
+    precision: str
+    artifact: Artifact | None
+    accuracy: AccuracyReport
+    excluded: list[str] = field(default_factory=list)
+    calibration: dict | None = None
+    fallback: FallbackResult | None = None
+    details: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        return self.accuracy.passed
+
+    def to_text(self) -> str:
+        lines = [f"segrt quantize: {self.precision} for {self.bundle}"]
+        if self.calibration:
+            c = self.calibration
+            div = f", diversity {c['diversity']:.3f}" if c.get("diversity") is not None else ""
+            lines.append(f"calibration: {c['method']} over {c['frames']} frames of {c['source']} "
+                         f"({c.get('mode')}; {c['dedup_dropped']} near-duplicates dropped{div})")
+        ev = self.accuracy.eval_info
+        lines.append(f"evaluation: {ev.get('frames')} held-out frames ({ev.get('held_out')})"
+                     + ("; labels available" if ev.get("labels") else ""))
+        lines.append("")
+        lines.append(self.accuracy.to_text())
+        if self.fallback is not None and self.fallback.ranking:
+            lines.append(self.fallback.to_text())
+        d = self.details
+        if self.precision == "int8":
+            lines.append(f"layers: {d.get('quantized_nodes')} quantized to INT8, remainder in {d.get('remainder')}"
+                         + (f" ({d['remainder_note']})" if d.get("remainder_note") else ""))
+        fp16 = d.get("fp16_pass") or {}
+        if fp16:
+            ops = ", ".join(f"{k} x{v}" for k, v in fp16.get("fp32_ops", {}).items()) or "none"
+            lines.append(f"FP16: {fp16.get('fp16_nodes')} nodes in FP16; kept in FP32: {ops}; "
+                         f"{fp16.get('casts_inserted')} casts; {fp16.get('clamped_values')} weights clamped")
+        if self.artifact is not None:
+            lines.append(f"wrote {self.bundle / self.artifact.path} (sha256 {self.artifact.sha256[:12]})"
+                         + ("" if self.passed else "  [gate FAILED, registered because the gate was disabled]"))
+        for w in self.warnings:
+            lines.append(f"warning: {w}")
+        lines.append(f"done in {self.seconds:.1f} s")
+        return "\n".join(lines)
+
+
+# -----------------------------------------------------------------------------------------------
+def _open(bundle: Bundle | str | os.PathLike[str]) -> Bundle:
+    return bundle if isinstance(bundle, Bundle) else Bundle.open(bundle)
+
+
+def _check_args(precision: str, method: str, calib: str | None, calib_frames: int, eval_frames: int,
+                max_fallback: int) -> None:
+    if precision not in QUANT_PRECISIONS:
+        hint = ("fp32 is the exported model itself" if precision == "fp32"
+                else f"use --precision {' or '.join(QUANT_PRECISIONS)}")
+        raise ConfigError(f"unknown precision {precision!r}", hint=hint)
+    if method not in METHODS:
+        raise ConfigError(f"unknown calibration method {method!r}", hint=f"use one of {', '.join(METHODS)}")
+    if precision == "int8" and not calib:
+        raise ConfigError("INT8 needs calibration frames: pass --calib SOURCE",
+                          hint="a video, image folder, camera or synthetic:// URI of your scenes; "
+                               "segrt never calibrates on random data")
+    for name, v in (("--calib-frames", calib_frames), ("--eval-frames", eval_frames)):
+        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+            raise ConfigError(f"{name} must be a positive integer, got {v!r}")
+    if isinstance(max_fallback, bool) or not isinstance(max_fallback, int) or max_fallback < 0:
+        raise ConfigError(f"--max-fallback must be >= 0, got {max_fallback!r}")
+
+
+def _load_fp32(bundle: Bundle) -> tuple[onnx.ModelProto, Path]:
+    path = bundle.onnx_path("fp32", verify=True)
+    try:
+        return onnx.load(str(path)), path
+    except Exception as exc:  # protobuf DecodeError and friends
+        raise BundleError(f"{path} is not a readable ONNX model ({exc})", hint="re-export the bundle") from exc
+
+
+def _default_fp16_eval(bundle: Bundle, eval_frames: int) -> str:
+    inp = bundle.manifest.input
+    return f"synthetic://?size={inp.width}x{inp.height}&frames={max(eval_frames, 2)}&seed=9173"
+
+
+def _versions() -> dict:
+    import onnxruntime
+
+    from segrt import __version__
+    return {"segrt": __version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
+
+
+class _Evaluator:
+    """Runs candidate models on the held-out set and compares them with FP32."""
+
+    def __init__(self, bundle: Bundle, eval_set: EvalSet, fp32_model: onnx.ModelProto, threads: int | None,
+                 progress: bool, sensitivity_frames: int) -> None:
+        self.manifest = bundle.manifest
+        self.eval_set = eval_set
+        self.threads = threads
+        self.progress = progress
+        self.num_classes = self.manifest.output.num_classes
+        bar = progress_bar(len(eval_set), "fp32 reference", progress)
+        self.ref = predict_masks(fp32_model, self.manifest, eval_set, threads, on_frame=bar.update)
+        bar.close()
+        n = min(sensitivity_frames, len(eval_set))
+        self.sub_idx = sorted(set(np.linspace(0, len(eval_set) - 1, n).round().astype(int).tolist()))
+        self.sub = EvalSet([eval_set.inputs[i] for i in self.sub_idx], [eval_set.labels[i] for i in self.sub_idx],
+                           eval_set.coverage, eval_set.input_name)
+        self.sub_ref = [self.ref[i] for i in self.sub_idx]
+
+    def fp32_row(self) -> PrecisionAccuracy:
+        return PrecisionAccuracy("fp32", vs_fp32=None,
+                                 vs_labels=compare_masks(self.ref, self.eval_set.labels, self.num_classes))
+
+    def agreement(self, model: onnx.ModelProto, subset: bool = False) -> float:
+        es, ref = (self.sub, self.sub_ref) if subset else (self.eval_set, self.ref)
+        return agreement_with(predict_masks(model, self.manifest, es, self.threads), ref)
+
+    def row(self, precision: str, emulated: onnx.ModelProto, artifact: onnx.ModelProto) -> PrecisionAccuracy:
+        bar = progress_bar(2 * len(self.eval_set), f"evaluating {precision}", self.progress)
+        emu = predict_masks(emulated, self.manifest, self.eval_set, self.threads, on_frame=bar.update)
+        art = predict_masks(artifact, self.manifest, self.eval_set, self.threads, on_frame=bar.update)
+        bar.close()
+        return PrecisionAccuracy(
+            precision,
+            vs_fp32=compare_masks(emu, self.ref, self.num_classes),
+            vs_labels=compare_masks(emu, self.eval_set.labels, self.num_classes),
+            ort_vs_fp32=compare_masks(art, self.ref, self.num_classes),
+        )
+
+
+Builder = Callable[[tuple[str, ...]], tuple[onnx.ModelProto, onnx.ModelProto, dict]]
+
+
+def _calibrate(prepared: onnx.ModelProto, bundle: Bundle, plan: SplitPlan, calib_frames: int, method: str,
+               op_types: Sequence[str], threads: int | None, progress: bool) -> tuple[CalibrationRanges, dict]:
+    sampler = FrameSampler(plan.calib_uri, calib_frames, index_range=plan.calib_range)
+    bar = progress_bar(calib_frames, f"calibrating ({method})", progress)
+    reader = SourceCalibrationReader(sampler, bundle.manifest, on_frame=bar.update)
+    tensors = tensors_to_calibrate(prepared, op_types)
+    try:
+        ranges = calibrate_ranges(prepared, reader, tensors, method=method, threads=threads)
+    except CalibrationError as exc:
+        if sampler.coverage.kept == 0:
+            raise CalibrationError(f"calibration source {plan.calib_uri} delivered no usable frames",
+                                   hint="check the path/URI (an empty folder or unreadable video?); "
+                                        "segrt never calibrates on random data") from exc
+        raise
+    finally:
+        bar.close()
+    cov = sampler.coverage
+    prov = {
+        "source": plan.calib_uri, "method": method, "frames": cov.kept, "requested": cov.requested,
+        "mode": cov.mode, "index_range": list(cov.index_range) if cov.index_range else None,
+        "source_frames": cov.source_frames, "dedup_dropped": cov.dropped_duplicates,
+        "unreadable": cov.unreadable, "diversity": cov.diversity,
+        "thumbnails_sha256": cov.thumbnails_sha256, "tensors": len(ranges.amax),
+        "seconds": round(cov.seconds, 1),
+    }
+    return ranges, prov
+
+
+def quantize_bundle(bundle: Bundle | str | os.PathLike[str], precision: str, *, calib: str | None = None,
+                    calib_frames: int = 200, method: str = "minmax", eval_source: str | None = None,
+                    eval_frames: int = 50, gate: float | None = None, enforce_gate: bool = True,
+                    max_fallback: int = 8, progress: bool = True, threads: int | None = None,
+                    op_types: Sequence[str] = DEFAULT_QUANT_OPS, remainder: str = "fp16",
+                    sensitivity_frames: int = SENSITIVITY_FRAMES) -> QuantizeReport:
+    """Make the ``precision`` ONNX of ``bundle``, gate it against FP32, and register it.
+
+    ``gate`` is the minimum pixel agreement with FP32 (fraction or percent; default 99.9% for
+    FP16, 99.0% for INT8). Below it, after the fallback, AccuracyGateError is raised and
+    nothing is written, unless ``enforce_gate=False``. ``calib`` is required for INT8;
+    ``eval_source`` defaults to a held-out part of ``calib`` (for ``synthetic://``, another
+    seed), and for FP16 without either to a synthetic scene at the model's size.
+    """
+    t0 = time.perf_counter()
+    _check_args(precision, method, calib, calib_frames, eval_frames, max_fallback)
+    gate_value = normalize_gate(gate, precision)
+    b = _open(bundle)
+    if b.manifest.output.kind not in ("mask", "logits"):
+        raise ConfigError(f"bundle {b.path} outputs {b.manifest.output.kind}; the accuracy gate compares "
+                          "semantic masks", hint="quantize semantic segmentation bundles (mask or logits outputs)")
+    fp32_model, _ = _load_fp32(b)
+    fp32_sha = b.manifest.artifacts["fp32"].sha256
+    warnings: list[str] = []
+
+    # -- held-out evaluation frames -------------------------------------------------------------
+    if precision == "fp16" and not calib and not eval_source:
+        eval_source = _default_fp16_eval(b, eval_frames)
+        warnings.append(f"no --eval/--calib source: FP16 was checked on {eval_source}; "
+                        "pass --eval with your own footage to check it on your scenes")
+    if calib:
+        plan = plan_split(calib, eval_source, calib_frames, eval_frames)
+    else:  # FP16 without calibration frames: the evaluation source is used whole
+        plan = SplitPlan(str(eval_source), None, str(eval_source), None, f"evaluation source {eval_source}")
+    bar = progress_bar(eval_frames, "reading held-out frames", progress)
+    eval_set = collect_eval_set(b.manifest, plan.eval_uri, eval_frames, index_range=plan.eval_range,
+                                on_frame=bar.update)
+    bar.close()
+    if len(eval_set) < eval_frames:
+        warnings.append(f"only {len(eval_set)} evaluation frames (asked {eval_frames})")
+    evaluator = _Evaluator(b, eval_set, fp32_model, threads, progress, sensitivity_frames)
+
+    # -- the conversion, as a function of the excluded layers ------------------------------------
+    calibration = None
+    ranges = None
+    if precision == "fp16":
+        prepared, _ = prepare_fp32(fp32_model)
+
+        def build(exclude: tuple[str, ...]):
+            conv = fp16_conversion(prepared, keep_fp32_nodes=exclude)
+            return conv.model, fp32_emulation_from_fp16(conv.model), {"fp16_pass": conv.summary()}
+
+        base_conv = fp16_conversion(prepared)
+        candidates = [n.name for n in prepared.graph.node
+                      if n.op_type in WEIGHTED_OPS and n.name not in base_conv.fp32_nodes]
+    else:
+        prepared, note = prepare_fp32(fp32_model, min_opset=FP16_QDQ_OPSET if remainder == "fp16" else None)
+        if note:
+            warnings.append(f"INT8 remainder stays FP32: {note}")
+        ranges, calibration = _calibrate(prepared, b, plan, calib_frames, method, op_types, threads, progress)
+        if calibration["frames"] < MIN_CALIB_FRAMES_WARN:
+            warnings.append(f"only {calibration['frames']} calibration frames (< {MIN_CALIB_FRAMES_WARN}): "
+                            "INT8 ranges may not cover your scenes; give a longer or more varied --calib")
+
+        def build(exclude: tuple[str, ...]):
+            conv = int8_conversion(prepared, ranges, exclude_nodes=exclude, op_types=op_types,
+                                   remainder=remainder, prepared=True)
+            emu = fp32_emulation_from_fp16(conv.model) if conv.remainder == "fp16" else conv.model
+            return conv.model, emu, conv.details()
+
+        candidates = quantizable_nodes(prepared, WEIGHTED_OPS, exclude=auto_excluded_nodes(prepared))
+
+    artifact_model, emulated, details = build(())
+    baseline = evaluator.agreement(emulated)
+    fallback = None
+    excluded: tuple[str, ...] = ()
+    if baseline < gate_value and max_fallback > 0 and candidates:
+        cache: dict[tuple[str, ...], onnx.ModelProto] = {}
+
+        def emulated_for(ex: tuple[str, ...]) -> onnx.ModelProto:
+            if ex not in cache:
+                cache.clear()  # only the latest is reused (full_score right after subset_score)
+                cache[ex] = build(ex)[1]
+            return cache[ex]
+
+        fallback = sensitivity_fallback(
+            candidates, lambda ex: evaluator.agreement(emulated_for(ex), subset=True),
+            lambda ex: evaluator.agreement(emulated_for(ex)), gate_value, max_fallback=max_fallback,
+            baseline=baseline, progress=progress)
+        excluded = tuple(fallback.excluded)
+        if excluded:
+            artifact_model, emulated, details = build(excluded)
+
+    low_row = evaluator.row(precision, emulated, artifact_model)
+    eval_info = {**plan.to_dict(), "frames": len(eval_set), "labels": eval_set.has_labels,
+                 "eval_coverage": eval_set.coverage.to_dict(), "emulated_fp16_rounding": True}
+    report = AccuracyReport(precision, gate_value, b.manifest.classes, [evaluator.fp32_row(), low_row], eval_info)
+    if fallback is not None:
+        details["fallback"] = fallback.to_dict()
+    details.update({"fp32_sha256": fp32_sha, "excluded_by_fallback": list(excluded), "gate": gate_value,
+                    "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                    "versions": _versions()})
+    if precision == "int8":
+        details.update({"method": method, "op_types": list(op_types), "per_channel": True, "symmetric": True,
+                        "zero_point": 0, "activation_type": "int8", "weight_type": "int8"})
+    result = QuantizeReport(b.path, precision, None, report, list(excluded), calibration, fallback, details, warnings)
+
+    if not report.passed and enforce_gate:
+        msg = (f"{precision} agrees with FP32 on {100 * (report.agreement or 0):.3f}% of pixels, below the gate of "
+               f"{100 * gate_value:.3f}%")
+        if fallback is not None and fallback.ranking:
+            msg += f" even after excluding {len(excluded)} layer(s) (--max-fallback {max_fallback})"
+        err = AccuracyGateError(msg + f"; {onnx_filename(precision)} was not written",
+                                hint="try --method entropy/percentile, a larger --max-fallback, more varied --calib "
+                                     "frames, or accept it explicitly with --no-gate")
+        err.report = result  # type: ignore[attr-defined]
+        raise err
+    if not report.passed:
+        warnings.append(f"gate FAILED ({100 * (report.agreement or 0):.3f}% < {100 * gate_value:.3f}%) "
+                        "and was overridden: the artifact is registered with passed=false")
+
+    # -- write: ranges, then the ONNX, then one manifest update ---------------------------------
+    manifest = b.manifest
+    if precision == "int8" and ranges is not None and calibration is not None:
+        ranges_path = b.path / RANGES_FILE
+        ranges.save(ranges_path)
+        calibration.update({"ranges_file": RANGES_FILE, "ranges_sha256": sha256_file(ranges_path),
+                            "eval": plan.to_dict()})
+        manifest = manifest.replace(calibration=calibration)
+    target = b.path / onnx_filename(precision)
+    with atomic_path(target) as tmp:
+        onnx.save(artifact_model, str(tmp))
+    art = Artifact(precision=precision, path=onnx_filename(precision), sha256=sha256_file(target),
+                   accuracy=report.to_manifest(), details=_jsonable(details))
+    b.update(manifest.with_artifact(art))
+    result.artifact = art
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def _jsonable(obj):
+    """Plain JSON types (numpy scalars and tuples appear in the details)."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+__all__ = ["QuantizeReport", "quantize_bundle", "DEFAULT_KEEP_FP32_OPS"]
