@@ -21,6 +21,7 @@ a plain function that reads both the 10.x and the 11.x schema.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -347,7 +348,7 @@ def build_bundle_engine(bundle: Bundle, *, precision: str = "fp16", legacy: bool
         jetson=jetson_model() is not None,
     )
     onnx_path = bundle.onnx_path(plan_build(req).onnx_precision, verify=True)
-    plan = plan_build(BuildRequest(**{**req.__dict__, "onnx_input_shape": onnx_input_shape(onnx_path, m.input.name)}))
+    plan = plan_build(dataclasses.replace(req, onnx_input_shape=onnx_input_shape(onnx_path, m.input.name)))
     check_hardware_compat(plan.hardware_compat, cc)
     for note in plan.notes:
         echo(f"note: {note}")
