@@ -76,42 +76,50 @@ def _stage(row: BenchRow, name: str):
     return st.stats if st is not None else None
 
 
+def _count(st) -> str:
+    """Samples taken; a trailing ``t`` marks a loop cut by --max-time before its spread settled."""
+    return f"{st.stats.count}{'t' if st.stop == 'time' else ''}"
+
+
 def format_table(result: BenchResult) -> str:
     """The terminal report: latency and accuracy per cell, then the per-stage breakdown."""
     lat_rows, stage_rows, notes = [], [], []
     for r in result.rows:
         acc = r.accuracy or {}
         head = [r.model, r.precision, r.backend]
+        accuracy = [_frac(acc.get("agreement")), _frac(acc.get("miou_vs_labels"))]
         if not r.ok:
-            lat_rows.append(head + ["-"] * 10 + [_frac(acc.get("agreement")), _frac(acc.get("miou_vs_labels")),
-                                                 f"{r.status}: {r.reason}"])
+            lat_rows.append(head + ["-"] * 11 + accuracy + [f"{r.status}: {r.reason}"])
             continue
-        inf = _stage(r, "infer")
+        inf = r.stages["infer"]
+        s = inf.stats
         lat_rows.append(head + [
-            _input(r), _ms(inf.min), _ms(inf.mean), _ms(inf.p50), _ms(inf.p90), _ms(inf.p99), _ms(inf.max),
-            _pct(r.stages["infer"].spread), f"{r.throughput_fps:.1f}" if r.throughput_fps else "-",
-            f"{r.e2e.fps:.1f}" if r.e2e else "-",
-            _frac(acc.get("agreement")), _frac(acc.get("miou_vs_labels")), "ok",
-        ])
-        parts = [_stage(r, s) for s in STAGES]
+            _input(r), _ms(s.min), _ms(s.mean), _ms(s.p50), _ms(s.p90), _ms(s.p99), _ms(s.max),
+            _pct(inf.spread), _count(inf), f"{r.throughput_fps:.1f}" if r.throughput_fps else "-",
+            f"{r.e2e.fps:.1f}" if r.e2e else "-"] + accuracy + ["ok"])
+        parts = [_stage(r, st) for st in STAGES]
         total = sum(p.p50 for p in (parts[0], _stage(r, "infer"), parts[-1]) if p is not None)
-        e2e_ms = r.e2e.stages.get("e2e").p50 if r.e2e and r.e2e.stages.get("e2e") else None
         stage_rows.append(head + [_ms(p.p50) if p is not None else "-" for p in parts]
-                          + [_ms(total), _ms(e2e_ms), f"{r.e2e.fps:.1f}" if r.e2e else "-"])
+                          + [_ms(total), _ms(1e3 / r.e2e.fps) if r.e2e and r.e2e.fps else "-",
+                             f"{r.e2e.fps:.1f}" if r.e2e else "-"])
         if r.note:
             notes.append(f"  {r.model} {r.precision} {r.backend}: {r.note}")
-    out = ["Latency per inference call (ms, batch 1; spread = robust CV of the samples)"]
+    out = ["Inference latency (ms per backend call, synchronised; batch as exported)"]
     out += _render(["model", "prec", "backend", "input", "min", "mean", "p50", "p90", "p99", "max",
-                    "spread", "infer/s", "e2e fps", "agree", "mIoU", "status"],
-                   lat_rows, right=set(range(3, 15)))
+                    "spread", "n", "infer/s", "e2e fps", "agree", "mIoU", "status"],
+                   lat_rows, right=set(range(4, 16)))
     if stage_rows:
         fh, fw = result.settings.get("frame_size", (1080, 1920))
-        out += ["", f"Per-stage p50 (ms) for one {fw}x{fh} camera frame; e2e = real pipeline on synthetic://"]
+        out += ["", f"Per-stage p50 (ms) for one {fw}x{fh} camera frame; e2e = the threaded pipeline, steady state"]
         out += _render(["model", "prec", "backend", "pre", "h2d", "compute", "d2h", "post",
-                        "pre+infer+post", "e2e p50", "e2e fps"], stage_rows, right=set(range(3, 11)))
+                        "pre+infer+post", "e2e ms/frame", "e2e fps"], stage_rows, right=set(range(3, 11)))
     if notes:
         out += ["", "notes:"] + notes
-    out += ["", "agree = pixel agreement with FP32; mIoU = against labels (from the bundle manifest)"]
+    out += ["",
+            "spread = robust CV (IQR / 1.349 median); n = timed calls, t = cut by --max-time before the spread "
+            "settled;",
+            "h2d/d2h '-' = not reported (ONNX Runtime on CPU moves no data); agree = pixel agreement with FP32, "
+            "mIoU = vs labels (bundle manifest)"]
     return "\n".join(out)
 
 
@@ -188,8 +196,9 @@ STAGE_COLOURS = {"pre": "#4C72B0", "h2d": "#DD8452", "compute": "#55A868", "d2h"
 
 
 def write_chart(result: BenchResult, path: str | os.PathLike[str]) -> Path:
-    """PNG: p50 latency by model × precision (p10..p90 whiskers: p50..p90, log scale when the
-    range is wide) and per-stage stacked bars of one camera frame (pre, h2d, compute, d2h, post)."""
+    """PNG: inference p50 by model × precision/backend (whisker to p90; log scale when the
+    models span more than 30×), and per-stage stacked bars of one camera frame
+    (pre, H2D, compute, D2H, post as shares of the frame, total ms and e2e FPS beside)."""
     import matplotlib
     matplotlib.use("Agg")  # no display on a Jetson over SSH or in CI
     import matplotlib.pyplot as plt
@@ -216,8 +225,8 @@ def write_chart(result: BenchResult, path: str | os.PathLike[str]) -> Path:
                 hi.append(max(st.p90 - st.p50, 0.0))
             p50s += ys
             ax1.bar(xs, ys, width * 0.92, label=f"{prec} / {be}", yerr=[[0] * len(hi), hi], capsize=2)
-            for x, y in zip(xs, ys):
-                ax1.annotate(_ms(y), (x, y), ha="center", va="bottom", fontsize=7, xytext=(0, 2),
+            for x, y, h in zip(xs, ys, hi):
+                ax1.annotate(_ms(y), (x, y + h), ha="center", va="bottom", fontsize=7, xytext=(0, 2),
                              textcoords="offset points")
         if p50s and max(p50s) / max(min(p50s), 1e-6) > 30:
             ax1.set_yscale("log")
@@ -243,8 +252,8 @@ def write_chart(result: BenchResult, path: str | os.PathLike[str]) -> Path:
         ax2.set_yticklabels(labels, fontsize=7)
         ax2.invert_yaxis()
         ax2.set_xlim(0, 125)
-        ax2.set_xlabel("share of one frame's p50 time (%)  — pre / H2D / compute / D2H / post")
-        ax2.legend(fontsize=7, ncols=5, loc="lower right")
+        ax2.set_xlabel("share of one 1080p frame's time (p50 per stage, %)")
+        ax2.legend(fontsize=7, ncols=5, loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
     else:
         for ax in (ax1, ax2):
             ax.text(0.5, 0.5, "no runnable combination (see the table for the reasons)",
