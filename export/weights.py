@@ -53,6 +53,18 @@ def _is_state_dict(obj: Any) -> bool:
             and all(isinstance(v, torch.Tensor) for v in obj.values()))
 
 
+def _looks_like_torch_save(p: Path) -> bool:
+    """torch.save writes a zip (since 1.6) or, legacy, a pickle starting with the PROTO opcode."""
+    try:
+        if zipfile.is_zipfile(p):
+            return True
+        with open(p, "rb") as f:
+            head = f.read(2)
+    except OSError as exc:
+        raise WeightsError(f"cannot read {p}: {exc.strerror or exc}", hint="check the file's permissions") from exc
+    return len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5
+
+
 def read_state_dict(path: str | os.PathLike[str]) -> tuple[dict[str, Any], str | None]:
     """The state_dict in ``path`` and the wrapper key it was under (None for a bare one)."""
     import torch
@@ -60,6 +72,9 @@ def read_state_dict(path: str | os.PathLike[str]) -> tuple[dict[str, Any], str |
     p = Path(path)
     if not p.is_file():
         raise WeightsError(f"weights file {p} does not exist", hint="check the --weights path")
+    if not _looks_like_torch_save(p):
+        raise WeightsError(f"{p} is not a PyTorch checkpoint (neither a torch.save zip nor a pickle)",
+                           hint="pass a file written by torch.save(model.state_dict(), path)")
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -92,19 +107,19 @@ def _strip(sd: Mapping[str, Any], prefix: str) -> dict[str, Any]:
 
 
 def _best_prefix(sd: Mapping[str, Any], model_keys: set[str]) -> tuple[dict[str, Any], str | None]:
-    """Strip the wrapper prefix that makes the most keys match (repeatedly: module._orig_mod.x)."""
-    current, stripped = dict(sd), []
-    while True:
-        best, best_hits = None, len(model_keys & set(current))
-        for prefix in PREFIXES:
-            if any(k.startswith(prefix) for k in current):
-                hits = len(model_keys & set(_strip(current, prefix)))
-                if hits > best_hits:
-                    best, best_hits = prefix, hits
-        if best is None:
-            return current, "".join(stripped) or None
-        current = _strip(current, best)
-        stripped.append(best)
+    """Strip the wrapper prefixes every key shares (``module._orig_mod.x`` too) if that matches better."""
+    states = [(dict(sd), "")]
+    current, stripped = dict(sd), ""
+    for _ in range(4):
+        prefix = next((p for p in PREFIXES if current and all(k.startswith(p) for k in current)), None)
+        if prefix is None:
+            break
+        current, stripped = _strip(current, prefix), stripped + prefix
+        states.append((current, stripped))
+    best, best_prefix = max(states, key=lambda s: len(model_keys & set(s[0])))
+    if len(model_keys & set(best)) == len(model_keys & set(sd)):
+        return dict(sd), None
+    return best, best_prefix or None
 
 
 def load_weights(model, path: str | os.PathLike[str], *, strict: bool = True) -> WeightsInfo:
@@ -119,8 +134,9 @@ def load_weights(model, path: str | os.PathLike[str], *, strict: bool = True) ->
     missing = sorted(k for k in target if k not in sd)
     unexpected = sorted(k for k in sd if k not in target)
     shapes = sorted(
-        (k, tuple(sd[k].shape), tuple(target[k].shape))
-        for k in sd if k in target and tuple(sd[k].shape) != tuple(target[k].shape)
+        ((k, tuple(sd[k].shape), tuple(target[k].shape))
+         for k in sd if k in target and tuple(sd[k].shape) != tuple(target[k].shape)),
+        key=lambda s: (-len(s[1]), s[0]),  # weights before biases: the more telling line first
     )
     if shapes or (strict and (missing or unexpected)):
         raise WeightsError(_mismatch_message(p, missing, unexpected, shapes, len(target)),
