@@ -364,13 +364,24 @@ def check_uses(scan: Scan, identifiers: Mapping[str, IdentifierSet]) -> list[Mis
     return misses
 
 
+def package_files(root: Path = REPO) -> list[Path]:
+    """The package's .py files (not tests, virtualenvs, build output), without walking .venv."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel = Path(dirpath).relative_to(root)
+        if rel == Path("."):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".") and d not in (
+                "tests", "build", "dist", "segrt.egg-info", "benchmarks", "weights")]
+        dirnames[:] = [d for d in dirnames if d != "__pycache__"]
+        out.extend(Path(dirpath) / f for f in filenames if f.endswith(".py"))
+    return sorted(out)
+
+
 def trt_modules(root: Path = REPO) -> list[Path]:
     """Package modules that touch TensorRT (import it, mark functions, or declare TRT_PATHS)."""
     out = []
-    for p in sorted(root.rglob("*.py")):
+    for p in package_files(root):
         rel = p.relative_to(root)
-        if rel.parts[0] in (".venv", "tests", "build", "segrt.egg-info") or rel.parts[0].startswith("."):
-            continue
         text = p.read_text(errors="replace")
         if rel.as_posix() == "runtime/trt_api.py":
             continue  # defines the marker and the lazy import

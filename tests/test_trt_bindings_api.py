@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from _trt_helpers import REPO, BINDING_WHEELS, BindingsUnavailable, fetch_wheel
+from _trt_helpers import BINDING_WHEELS, REPO, BindingsUnavailable, fetch_wheel, package_files
 
 #: PyCUDA's documented API that segrt may use, with where it is documented.
 #: doc/driver.rst (inducer/pycuda): module functions, Device, Context, Stream, Event, DeviceAllocation.
@@ -41,15 +41,9 @@ CUDA_PYCUDA = REPO / "runtime" / "cuda_pycuda.py"
 CUDA_CUDART = REPO / "runtime" / "cuda_cudart.py"
 
 
-def _package_files() -> list[Path]:
-    skip = {".venv", "tests", "build", "segrt.egg-info"}
-    return [p for p in REPO.rglob("*.py") if p.relative_to(REPO).parts[0] not in skip
-            and not p.relative_to(REPO).parts[0].startswith(".")]
-
-
 def test_pycuda_is_confined_to_cuda_pycuda():
     offenders = []
-    for p in _package_files():
+    for p in package_files():
         for node in ast.walk(ast.parse(p.read_text(), str(p))):
             mods = ([a.name for a in node.names] if isinstance(node, ast.Import)
                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
