@@ -17,7 +17,7 @@ Split in two so the logic is tested without a GPU:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -25,9 +25,6 @@ from segrt.calibration.cache import CALIBRATORS, calibration_cache_from_text, tr
 from segrt.errors import CalibrationError
 from segrt.runtime.fsutil import write_bytes_atomic
 from segrt.runtime.trt_api import trt_path
-
-if TYPE_CHECKING:  # annotations only
-    import tensorrt as trt
 
 TRT_PATHS = {"legacy_calibrator": ("10.3", "10.16")}
 
