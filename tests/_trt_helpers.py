@@ -186,6 +186,8 @@ class _Taint:
                 return e.attr in self.self_attrs
             return self.tainted(e.value)
         if isinstance(e, ast.Call):
+            if isinstance(e.func, ast.Name) and e.func.id == "import_tensorrt":
+                return True  # the lazy import returns the tensorrt module
             return self.tainted(e.func)
         if isinstance(e, ast.IfExp):
             return self.tainted(e.body) or self.tainted(e.orelse)
@@ -385,6 +387,7 @@ def trt_modules(root: Path = REPO) -> list[Path]:
         text = p.read_text(errors="replace")
         if rel.as_posix() == "runtime/trt_api.py":
             continue  # defines the marker and the lazy import
-        if re.search(r"^\s*(import tensorrt|from tensorrt)|@trt_path\(|^TRT_PATHS\s*=", text, flags=re.M):
+        if re.search(r"^\s*(import tensorrt|from tensorrt)|@trt_path\(|^TRT_PATHS\s*=|import_tensorrt\(", text,
+                     flags=re.M):
             out.append(p)
     return out

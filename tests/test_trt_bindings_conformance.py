@@ -104,6 +104,19 @@ def test_every_function_using_tensorrt_is_marked():
     """)
     s = scan_source(snippet, "snippet.py")
     assert any("helper uses TensorRT attribute 'Logger' but has no @trt_path marker" in e for e in s.errors)
+    # whatever the module is called locally: import tensorrt as X, or X = import_tensorrt()
+    other = textwrap.dedent("""
+        import tensorrt as nv
+        def a():
+            return nv.Builder
+        def b():
+            rt = import_tensorrt()
+            engine = rt.Runtime(None).deserialize_cuda_engine(b"")
+            return engine.num_io_tensors
+    """)
+    errors = scan_source(other, "other.py").errors
+    for name in ("'Builder'", "'Runtime'", "'deserialize_cuda_engine'", "'num_io_tensors'"):
+        assert any(name in e and "no @trt_path marker" in e for e in errors), name
 
 
 def test_unknown_path_and_dynamic_getattr_are_errors():
