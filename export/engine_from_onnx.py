@@ -36,6 +36,7 @@ from segrt.runtime.fsutil import sha256_file, write_bytes_atomic
 from segrt.runtime.manifest import EngineRecord
 from segrt.runtime.provenance import make_record
 from segrt.runtime.trt_api import import_tensorrt, jetson_model, tensorrt_version, trt_path, version_text
+from segrt.runtime.backends.select import register_engine_builder
 
 if TYPE_CHECKING:  # annotations only
     import tensorrt as trt
@@ -393,3 +394,7 @@ def build_bundle_engine(bundle: Bundle, *, precision: str = "fp16", legacy: bool
                          layer_precisions=counts)
     bundle.update(bundle.manifest.with_engine(record))
     return record
+
+
+# Let the runtime rebuild a stale engine (provenance mismatch) without importing export/.
+register_engine_builder(build_bundle_engine)

@@ -43,6 +43,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s" if args.verbose else "%(message)s")
+    # Registers the engine builder with the runtime, so a stale engine can be rebuilt (torch-free).
+    importlib.import_module("segrt.export.engine_from_onnx")
     try:
         rc = args.func(args)
     except SegrtError as err:

@@ -76,6 +76,17 @@ def decide_engine(bundle: Bundle, precision: str, machine: MachineInfo) -> tuple
     return best, best_decision  # type: ignore[return-value]
 
 
+# The engine builder lives in export/ (a layer above); it registers itself here on import
+# so the runtime can rebuild a stale engine without importing the layer above it.
+_ENGINE_BUILDER: Callable[..., EngineRecord] | None = None
+
+
+def register_engine_builder(builder: Callable[..., EngineRecord] | None) -> None:
+    """Called by ``segrt.export.engine_from_onnx`` on import; ``None`` unregisters."""
+    global _ENGINE_BUILDER
+    _ENGINE_BUILDER = builder
+
+
 def _tensorrt_backend(bundle: Bundle, precision: str, *, device: int, cuda_graph: bool, rebuild: bool,
                       echo: Callable[[str], None]) -> Backend:
     from segrt.runtime.backends.tensorrt import TensorRTBackend  # noqa: PLC0415 - TensorRT lazily
@@ -91,9 +102,10 @@ def _tensorrt_backend(bundle: Bundle, precision: str, *, device: int, cuda_graph
         if not rebuild:
             raise EngineError(decision.reason, hint=f"rebuild: segrt build {bundle.path} --precision {precision}")
         echo(f"{decision.reason}: building it now (segrt build)")
-        from segrt.export.engine_from_onnx import build_bundle_engine  # noqa: PLC0415 - build only on demand
+        if _ENGINE_BUILDER is None:
+            raise EngineError(decision.reason, hint=f"rebuild: segrt build {bundle.path} --precision {precision}")
         opts = dict(rec.build_options) if rec is not None else {}
-        rec = build_bundle_engine(bundle, precision=precision, device=device, echo=echo,
+        rec = _ENGINE_BUILDER(bundle, precision=precision, device=device, echo=echo,
                                   dla_core=opts.get("dla_core"),
                                   version_compatible=bool(opts.get("version_compatible", False)))
     elif decision.warning:
