@@ -462,6 +462,8 @@ class Pipeline:
                 t1 = time.perf_counter()
                 self.sink.write(rendered)
                 t2 = time.perf_counter()
+                if self.sink.stop_requested:  # q/Esc in the display window
+                    self._stop_capture.set()
                 timings["post"] = timings.pop("decode") + (t1 - t0) * 1e3
                 timings["sink"] = (t2 - t1) * 1e3
                 timings["e2e"] = (t2 - frame.timestamp) * 1e3

@@ -283,6 +283,15 @@ def test_bad_uris_are_one_line_source_errors(uri, match):
     assert "\n" not in str(ei.value)
 
 
+def test_unreachable_stream_is_a_source_error():
+    src = open_source("rtsp://127.0.0.1:9/none")  # nothing listens on the discard port
+    assert src.is_live
+    t = time.perf_counter()
+    with pytest.raises(SourceError, match="cannot open rtsp://127.0.0.1:9/none"):
+        src.open()
+    assert time.perf_counter() - t < 10
+
+
 def test_empty_folder_is_an_error(tmp_path):
     with pytest.raises(SourceError, match="no images"):
         open_source(tmp_path)
