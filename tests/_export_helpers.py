@@ -50,6 +50,19 @@ def write_user_module(folder: Path, name: str = "user_nets") -> Path:
 
         def not_a_model():
             return 42
+
+        class Branchy(nn.Module):
+            # Data-dependent control flow: a trace freezes one branch, eager takes the other.
+            def __init__(self):
+                super().__init__()
+                self.a = nn.Conv2d(3, 2, 1)
+                self.b = nn.Conv2d(3, 2, 1)
+            def forward(self, x):
+                return self.a(x) if bool(x.mean() > -1.0) else self.b(x)
+
+        def branchy():
+            torch.manual_seed(3)
+            return Branchy()
     """))
     return path
 
