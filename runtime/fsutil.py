@@ -27,7 +27,7 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     try:
         yield tmp_path
         # mkstemp creates 0600 files; give the artifact the permissions a plain open() would
-        os.chmod(tmp_path, 0o666 & ~_umask())
+        os.chmod(tmp_path, 0o666 & ~_UMASK)
         os.replace(tmp_path, target)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -39,6 +39,10 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+# Read once at import: os.umask() can only be read by setting it, which races with other threads.
+_UMASK = _umask()
 
 
 def write_bytes_atomic(target: str | os.PathLike[str], data: bytes) -> None:
