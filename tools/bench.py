@@ -35,7 +35,6 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -91,10 +90,10 @@ def stop_reason(samples: Sequence[float], elapsed_s: float, *, iters: int, max_t
     n = len(samples)
     if n < MIN_SAMPLES:
         return None
-    if elapsed_s >= max_time_s:
-        return "time"
     if n >= iters and robust_cv(samples[-window:]) <= cv_target:
         return "stable"
+    if elapsed_s >= max_time_s:
+        return "time"
     return None
 
 
@@ -449,8 +448,22 @@ def manifest_at_size(manifest: Manifest, size: tuple[int, int] | None) -> tuple[
 
 
 def accuracy_of(manifest: Manifest, precision: str) -> Mapping[str, Any] | None:
+    """The accuracy report the manifest holds for ``precision`` (written by ``segrt quantize``).
+
+    FP32 is the reference, so it has no report of its own; its mIoU against labels is
+    taken from the first lower-precision report that measured it on its evaluation set.
+    """
     art = manifest.artifacts.get(precision)
-    return dict(art.accuracy) if art is not None and art.accuracy is not None else None
+    if art is not None and art.accuracy is not None:
+        return dict(art.accuracy)
+    if precision != "fp32":
+        return None
+    for other in PRECISIONS[1:]:
+        rep = manifest.artifacts[other].accuracy if other in manifest.artifacts else None
+        if rep and rep.get("fp32_miou_vs_labels") is not None:
+            return {"agreement": 1.0, "miou_vs_fp32": 1.0, "miou_vs_labels": rep["fp32_miou_vs_labels"],
+                    "reference": True, "from_report": other}
+    return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -477,7 +490,7 @@ def _e2e_frames(settings: BenchSettings, frame_ms: float) -> int:
     return max(MIN_E2E_FRAMES, min(settings.e2e_frames, fits))
 
 
-def _open_backend(bundle: Bundle, precision: str, backend_name: str, threads: int | None):
+def backend_for_bench(bundle: Bundle, precision: str, backend_name: str, threads: int | None):
     """An unopened backend, never building an engine mid-benchmark (that is ``segrt build``'s job)."""
     from segrt.runtime.backends.select import backend_for_bundle
 
@@ -485,7 +498,7 @@ def _open_backend(bundle: Bundle, precision: str, backend_name: str, threads: in
                               rebuild=False, echo=log.debug)
 
 
-class _PostStage:
+class PostStage:
     """The pipeline's postprocess stage on one stored output: decode (or paste instances), then render.
 
     Mirrors ``Pipeline._post_loop`` and its decode step so the bench's ``post`` column is
@@ -539,7 +552,7 @@ def bench_cell(bundle: Bundle, precision: str, backend_name: str, settings: Benc
         return _skip(bundle, precision, backend_name, str(exc))
     sized = Bundle(bundle.path, manifest)  # in memory only: the bundle on disk is untouched
     try:
-        backend = _open_backend(sized, precision, backend_name, settings.threads)
+        backend = backend_for_bench(sized, precision, backend_name, settings.threads)
     except (BackendUnavailableError, EngineError) as exc:
         return _skip(bundle, precision, backend_name, str(exc), note=note)
     if backend.name != backend_name:
@@ -579,7 +592,7 @@ def bench_cell(bundle: Bundle, precision: str, backend_name: str, settings: Benc
 
         (pre_ms,), stop = time_loop(pre_once, settings, label=f"{label}: pre", progress=progress)
         stages["pre"] = StageResult.from_samples(pre_ms, stop)
-        (post_ms,), stop = time_loop(_PostStage(manifest, frame, outputs, letterbox), settings,
+        (post_ms,), stop = time_loop(PostStage(manifest, frame, outputs, letterbox), settings,
                                      label=f"{label}: post", progress=progress)
         stages["post"] = StageResult.from_samples(post_ms, stop)
     except SegrtError as exc:
@@ -619,7 +632,7 @@ def run_e2e(bundle: Bundle, precision: str, backend_name: str, settings: BenchSe
     if progress is not None:
         progress.message(f"  {bundle.manifest.name} {precision} {backend_name}: pipeline, {frames} frames")
     pipe = Pipeline(bundle, replay_source(scene, frames, uri), "null://",
-                    backend=_open_backend(bundle, precision, backend_name, settings.threads),
+                    backend=backend_for_bench(bundle, precision, backend_name, settings.threads),
                     precision=precision, max_frames=frames, threads=settings.threads)
     done = []
     for _ in pipe:
