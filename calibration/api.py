@@ -327,7 +327,8 @@ def quantize_bundle(bundle: Bundle | str | os.PathLike[str], precision: str, *, 
     if precision == "int8":
         details.update({"method": method, "op_types": list(op_types), "per_channel": True, "symmetric": True,
                         "zero_point": 0, "activation_type": "int8", "weight_type": "int8"})
-    result = QuantizeReport(b.path, precision, None, report, list(excluded), calibration, fallback, details, warnings)
+    result = QuantizeReport(b.path, precision, None, report, list(excluded), calibration, fallback, details, warnings,
+                            seconds=time.perf_counter() - t0)
 
     if not report.passed and enforce_gate:
         msg = (f"{precision} agrees with FP32 on {100 * (report.agreement or 0):.3f}% of pixels, below the gate of "

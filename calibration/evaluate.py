@@ -82,8 +82,17 @@ def collect_eval_set(manifest: Manifest, uri: str, frames: int, *, index_range: 
     return EvalSet(inputs, labels, sampler.coverage, manifest.input.name)
 
 
+# ONNX Runtime's CPU graph optimizer "WeightBiasQuantization" (ORT >= 1.2x) rewrites a float
+# conv bias behind Q/DQ into an int32 bias with scale = input_scale * weight_scale, computed
+# in the scales' type. With FP16 scales (our INT8 + FP16-remainder graphs) that product
+# underflows to 0 and the bias becomes inf/garbage: every pixel changes class. TensorRT never
+# runs that pass; ONNX Runtime must not either for these graphs.
+ORT_DISABLED_OPTIMIZERS = ("WeightBiasQuantization",)
+
+
 def session(model: onnx.ModelProto | bytes | str, threads: int | None = None):
-    """An ONNX Runtime CPU session for ``model`` (ModelProto, serialized bytes or a path)."""
+    """An ONNX Runtime CPU session for ``model`` (ModelProto, serialized bytes or a path),
+    with :data:`ORT_DISABLED_OPTIMIZERS` off."""
     import onnxruntime as ort
     so = ort.SessionOptions()
     so.log_severity_level = 3  # constant-folding notes about FP16 kernels are not our business
@@ -91,7 +100,8 @@ def session(model: onnx.ModelProto | bytes | str, threads: int | None = None):
         so.intra_op_num_threads = threads
     data = model.SerializeToString() if isinstance(model, onnx.ModelProto) else model
     try:
-        return ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(data, so, providers=["CPUExecutionProvider"],
+                                    disabled_optimizers=list(ORT_DISABLED_OPTIMIZERS))
     except Exception as exc:  # ORT raises its own exception types for invalid graphs
         raise BackendError(f"ONNX Runtime cannot load the converted model: {str(exc).splitlines()[0]}") from exc
 

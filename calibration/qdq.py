@@ -191,6 +191,9 @@ def int8_conversion(model: onnx.ModelProto, ranges: CalibrationRanges, *, exclud
         "ActivationSymmetric": True,
         "WeightSymmetric": True,
         "QuantizeBias": False,
+        # ORT would otherwise enlarge weight scales (up to 1000x here) so that an int32 bias
+        # scale stays representable; with the bias in float that only destroys the weights.
+        "QDQDisableWeightAdjustForInt32Bias": True,
         "OpTypesToExcludeOutputQuantization": list(op_types),
         "DedicatedQDQPair": False,
     }

@@ -67,6 +67,10 @@ class SourceCalibrationReader(_ReaderBase):
             self.on_frame()
         return {self.input_name: tensor}
 
+    def __len__(self) -> int:
+        """Frames requested: an upper bound (near-duplicates and unreadable frames are skipped)."""
+        return self.sampler.n
+
     def rewind(self) -> None:
         """Start over (re-reads the source)."""
         self._it = None

@@ -292,6 +292,7 @@ def plan_split(calib_uri: str, eval_uri: str | None, calib_frames: int, eval_fra
         return SplitPlan(calib_uri, None, eval_uri, None, f"separate evaluation source {eval_uri}")
     synth = _synthetic_with_seed(calib_uri, EVAL_SEED_OFFSET)
     if synth is not None:
+        open_source(calib_uri)  # parses the URI: a bad parameter is reported against the user's URI
         return SplitPlan(calib_uri, None, synth, None, "synthetic scene with a different seed")
     src = open_source(calib_uri)
     try:
