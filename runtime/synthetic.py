@@ -46,6 +46,7 @@ __all__ = [
     "SyntheticConfig",
     "SyntheticScene",
     "synthetic_config_from_query",
+    "resize_label",
 ]
 
 SYNTHETIC_CLASSES: tuple[str, ...] = ("background", "disc", "box", "triangle", "ring", "cross")
@@ -165,6 +166,16 @@ def synthetic_config_from_query(query: str) -> SyntheticConfig:
     if "size" in seen and ({"width", "height"} & seen):
         raise ConfigError("synthetic: give either size=WxH or width/height, not both")
     return SyntheticConfig(**kw)  # type: ignore[arg-type]
+
+
+def resize_label(label: np.ndarray, width: int, height: int, dst: np.ndarray | None = None) -> np.ndarray:
+    """Resize a label map to ``width x height`` without inventing classes.
+
+    Uses ``cv2.INTER_NEAREST_EXACT``, which samples the source at the same pixel centres that
+    ``cv2.INTER_LINEAR`` interpolates around; plain ``INTER_NEAREST`` samples the top-left of each
+    cell and shifts labels by up to a source pixel against the resized image.
+    """
+    return cv2.resize(label, (width, height), dst=dst, interpolation=cv2.INTER_NEAREST_EXACT)
 
 
 # --------------------------------------------------------------------------------------------
