@@ -100,7 +100,12 @@ class OnnxRuntimeBackend(Backend):
         so.add_session_config_entry("session.inter_op.allow_spinning", spin)
         providers = choose_providers(self.requested_providers, available_providers())
         try:
-            self._session = ort.InferenceSession(str(self.onnx_path), sess_options=so, providers=providers)
+            # "WeightBiasQuantization" turns a float conv bias behind Q/DQ into an int32 bias with
+            # scale = input_scale * weight_scale computed in the scales' dtype; with the FP16 scales
+            # of segrt's INT8 graphs that underflows to 0 and every output is garbage (ORT 1.32).
+            # TensorRT never runs it; a no-op for graphs without Q/DQ.
+            self._session = ort.InferenceSession(str(self.onnx_path), sess_options=so, providers=providers,
+                                                 disabled_optimizers=["WeightBiasQuantization"])
         except Exception as exc:  # ORT raises its own non-exported exception types
             raise BackendError(f"ONNX Runtime cannot load {self.onnx_path}: {str(exc).splitlines()[0]}",
                                hint="the file may be corrupt or truncated; re-export the bundle") from exc
