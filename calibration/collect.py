@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
+import cv2
 import numpy as np
 import onnx
 from onnx import TensorProto, helper
@@ -48,6 +49,7 @@ METHODS = ("minmax", "entropy", "percentile")
 NUM_BINS = 2048
 NUM_QUANT_BINS = 128  # int8: 127 positive levels + 0, as TensorRT's entropy calibrator
 DEFAULT_PERCENTILE = 99.99
+_HIST_CHUNK = 1 << 23
 
 
 def tensors_to_calibrate(model: onnx.ModelProto, op_types: Iterable[str]) -> list[str]:
@@ -136,9 +138,16 @@ class AbsHistogram:
                 merged[: n // factor] = self.bins.reshape(n // factor, factor).sum(axis=1)
             self.bins = merged
             self.range *= factor
-        idx = (a * np.float32(n / self.range)).astype(np.int32)
-        np.minimum(idx, n - 1, out=idx)
-        self.bins += np.bincount(idx, minlength=n)
+        # OpenCV's histogram is multi-threaded and ~3x faster than numpy's bincount here. Its
+        # upper edge is exclusive; every value is <= range, so what it left out equals the range
+        # and belongs to the (closed) last bin.
+        # It counts in float32, exact up to 2**24 per bin: feed it chunks of at most 2**23 values.
+        for start in range(0, a.size, _HIST_CHUNK):
+            part = a[start:start + _HIST_CHUNK]
+            counts = cv2.calcHist([part.reshape(-1, 1)], [0], None, [n], [0.0, float(self.range)])
+            counts = np.rint(counts.reshape(-1)).astype(np.int64)
+            counts[-1] += part.size - int(counts.sum())
+            self.bins += counts
 
     @property
     def bin_width(self) -> float:
