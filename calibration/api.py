@@ -89,6 +89,10 @@ class QuantizeReport:
         lines.append(self.accuracy.to_text())
         if self.fallback is not None and self.fallback.ranking:
             lines.append(self.fallback.to_text())
+            if self.excluded:
+                where = (f"{str(self.details.get('remainder', 'fp32')).upper()} instead of INT8"
+                         if self.precision == "int8" else "FP32 instead of FP16")
+                lines.append(f"cost: {len(self.excluded)} of {self.fallback.candidates} weighted layers run in {where}")
         d = self.details
         if self.precision == "int8":
             lines.append(f"layers: {d.get('quantized_nodes')} quantized to INT8, remainder in {d.get('remainder')}"

@@ -100,7 +100,8 @@ def scales_from_ranges(ranges: Mapping[str, tuple[float, float]]) -> dict[str, f
         if not math.isfinite(amax):
             raise CalibrationError(f"tensor {name!r} has a non-finite calibration range ({lo}, {hi})",
                                    hint="the calibration frames drive the model to inf/nan; check the model")
-        out[name] = amax / INT8_MAX if amax > 0 else float.fromhex("0x1p-126")
+        scale = amax / INT8_MAX if amax > 0 else float.fromhex("0x1p-126")
+        out[name] = struct.unpack(">f", struct.pack(">f", scale))[0]  # float32, exactly as written
     return out
 
 
@@ -150,12 +151,34 @@ def read_calibration_cache(path: str | os.PathLike[str]) -> CalibrationCache:
     return calibration_cache_from_text(text, source=str(p))
 
 
+def calibration_cache_from_bundle(bundle, trt_version: str | int) -> CalibrationCache:
+    """A TensorRT cache from the ranges ``segrt quantize --precision int8`` stored in ``bundle``
+    (``Manifest.calibration["ranges_file"]``): the legacy TensorRT 10.x INT8 build can then
+    skip GPU calibration and use exactly the CPU calibration's scales. Tensors outside the
+    quantized op types have no entry; TensorRT runs those layers in higher precision."""
+    from segrt.calibration.collect import CalibrationRanges
+    from segrt.runtime.bundle import Bundle
+
+    b = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle)
+    cal = b.manifest.calibration or {}
+    name = cal.get("ranges_file")
+    if not name:
+        raise CalibrationError(f"bundle {b.path} has no INT8 calibration ranges",
+                               hint=f"run: segrt quantize {b.path} --precision int8 --calib SOURCE")
+    try:
+        ranges = CalibrationRanges.load(b.path / name)
+    except (OSError, ValueError, KeyError) as exc:
+        raise CalibrationError(f"cannot read {b.path / name}: {exc}", hint="re-run segrt quantize --precision int8") from exc
+    return cache_from_ranges(ranges.ranges, trt_version, ranges.method)
+
+
 # The TensorRT calibrator's batch feed lives with the reader; re-exported here because the
 # legacy calibrator (trt_legacy.py) uses both.
 from segrt.calibration.reader import CalibrationBatches, iter_calibration_batches  # noqa: E402
 
 __all__ = [
-    "CalibrationCache", "CalibrationBatches", "cache_from_ranges", "calibration_cache_from_text",
+    "CalibrationCache", "CalibrationBatches", "cache_from_ranges", "calibration_cache_from_bundle",
+    "calibration_cache_from_text",
     "hex_from_scale", "iter_calibration_batches", "read_calibration_cache", "scale_from_hex",
     "scales_from_ranges", "trt_version_number", "write_calibration_cache",
 ]

@@ -114,3 +114,22 @@ def test_empty_source_is_an_error(tmp_path):
         list(CalibrationBatches(bundle, str(empty), frames=4))
     from segrt.errors import SegrtError
     assert isinstance(info.value, SegrtError)
+
+
+def test_cache_from_a_quantized_bundle(tmp_path):
+    from segrt.calibration.api import quantize_bundle
+    from segrt.calibration.cache import calibration_cache_from_bundle
+    from segrt.calibration.collect import CalibrationRanges
+    bundle = colour_bundle(tmp_path / "b", 32, 48)
+    with pytest.raises(CalibrationError, match="no INT8 calibration"):
+        calibration_cache_from_bundle(bundle, "10.3.0")
+    quantize_bundle(bundle, "int8", calib=synthetic(96, 64, 60, 2), calib_frames=10, eval_frames=4,
+                    enforce_gate=False, max_fallback=0, progress=False)
+    cache = calibration_cache_from_bundle(bundle.path, "10.3.0")
+    ranges = CalibrationRanges.load(bundle.path / "calibration.int8.json")
+    assert cache.header == "TRT-100300-MinMaxCalibration"
+    assert set(cache.scales) == set(ranges.amax)
+    for name, amax in ranges.amax.items():
+        assert cache.scales[name] == pytest.approx(amax / 127, rel=1e-6)
+    back = calibration_cache_from_text(cache.to_text())
+    assert back.scales == cache.scales
