@@ -182,7 +182,9 @@ class AccuracyReport:
                     if r.vs_labels:
                         head2.append(f"IoU {r.precision} vs labels")
                         cols.append(r.vs_labels["per_class_iou"])
-            rows2 = [[name] + [_pct(c[i]) for c in cols] for i, name in enumerate(self.classes)]
+            # classes absent from every reference and prediction have no IoU anywhere: no row
+            rows2 = [[name] + [_pct(c[i]) for c in cols] for i, name in enumerate(self.classes)
+                     if any(c[i] is not None for c in cols)]
             out += "\n" + _table(head2, rows2)
         verdict = "PASSED" if self.passed else "FAILED"
         a = self.agreement

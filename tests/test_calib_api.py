@@ -173,3 +173,16 @@ def test_zoo_models_quantize_end_to_end(tmp_path, model):
         assert out.shape == (1, 64, 128) and out.dtype == np.uint8
     int8 = Bundle.open(b.path).manifest.artifacts["int8"]
     assert int8.details["quantized_nodes"] > 20 and int8.details["qdq_nodes"] > 40
+
+
+def test_fp16_fallback_keeps_layers_in_fp32(bundle):
+    # an unreachable gate makes the FP16 fallback rank every conv and keep the useful ones in FP32
+    rep = quantize_bundle(bundle, "fp16", calib=CALIB, eval_frames=6, gate=100.0, enforce_gate=False,
+                          max_fallback=2, progress=False)
+    fb = rep.fallback
+    assert fb is not None and fb.candidates == 3 and len(fb.ranking) == 3
+    assert len(rep.excluded) <= 2
+    fp32_kept = rep.details["fp16_pass"]["fp32_ops"].get("Conv", 0)
+    assert fp32_kept == len(rep.excluded)
+    if rep.excluded:
+        assert fb.final >= fb.baseline
