@@ -118,3 +118,34 @@ def test_too_many_classes_for_a_uint8_mask_is_refused(tmp_path, user_module):
     with pytest.raises(ConfigError, match="300 classes do not fit a fused uint8 mask.*--no-fuse"):
         export_bundle("user_nets:build", tmp_path / "b", size=(32, 32), num_classes=300)
     assert not (tmp_path / "b").exists()
+
+
+def _resize_graph(mode: str, antialias: int, out_hw=(8, 8)):
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 4, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, *out_hw])
+    sizes = onnx.numpy_helper.from_array(np.array([1, 1, *out_hw], np.int64), "sizes")
+    node = helper.make_node("Resize", ["x", "", "", "sizes"], ["y"], mode="linear",
+                            coordinate_transformation_mode=mode, antialias=antialias)
+    g = helper.make_graph([node], "r", [x], [y], [sizes])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def test_trt_resize_pass_rewrites_pytorch_half_pixel_and_refuses_antialias(tmp_path):
+    from segrt.errors import ExportError
+    from segrt.export.graph_passes import run_passes
+
+    p = tmp_path / "r.onnx"
+    onnx.save(_resize_graph("pytorch_half_pixel", 0), str(p))
+    x = np.random.default_rng(0).random((1, 1, 4, 4), dtype=np.float32)
+    (before,) = run_onnx(p, {"x": x})
+    rec = run_passes(p, ("shape_inference", "trt_resize"))
+    assert rec[-1]["rewritten_to_half_pixel"] == 1
+    node = onnx.load(str(p)).graph.node[0]
+    assert {a.name: a.s for a in node.attribute}["coordinate_transformation_mode"] == b"half_pixel"
+    (after,) = run_onnx(p, {"x": x})
+    np.testing.assert_array_equal(before, after)  # identical when the output size is > 1
+    onnx.save(_resize_graph("half_pixel", 1), str(p))
+    with pytest.raises(ExportError, match="antialiasing, which TensorRT does not support"):
+        run_passes(p, ("shape_inference", "trt_resize"))

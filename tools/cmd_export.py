@@ -59,8 +59,14 @@ def format_summary(bundle) -> str:
     m = bundle.manifest
     ex = m.export
     inp = m.input
-    lines = [f"model      {m.name} ({m.source.get('kind')}), {len(m.classes)} classes, "
-             f"{'random init' if m.source.get('random_init') else 'weights ' + str((m.source.get('weights') or {}).get('path', m.source.get('path', '')))}",
+    src = m.source
+    if src.get("kind") == "onnx":
+        origin = f"imported {src.get('path')}"
+    elif src.get("random_init"):
+        origin = "random init (no --weights)"
+    else:
+        origin = f"weights {(src.get('weights') or {}).get('path')}"
+    lines = [f"model      {m.name} ({src.get('kind')}), {len(m.classes)} classes, {origin}",
              f"graph      {inp.name} {inp.dtype} {inp.layout} {inp.height}x{inp.width} -> {m.output.kind} "
              f"{'/'.join(m.output.names)}{' (dynamic ' + str(list(inp.dynamic.min)) + '..' + str(list(inp.dynamic.max)) + ')' if inp.dynamic else ''}",
              f"exporter   {ex.get('exporter')} (opset {ex.get('opset')})"
