@@ -16,6 +16,7 @@ engine. The gate takes the lower of the two.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import logging
 import os
 import time
@@ -43,7 +44,7 @@ from segrt.calibration.qdq import (
 from segrt.calibration.reader import SourceCalibrationReader
 from segrt.calibration.sampling import FrameSampler, SplitPlan, plan_split
 from segrt.calibration.sensitivity import FallbackResult, sensitivity_fallback
-from segrt.errors import AccuracyGateError, BundleError, CalibrationError, ConfigError
+from segrt.errors import AccuracyGateError, BundleError, CalibrationError, ConfigError, SegrtError
 from segrt.runtime.bundle import Bundle, onnx_filename
 from segrt.runtime.fsutil import atomic_path, sha256_file
 from segrt.runtime.manifest import Artifact
@@ -195,6 +196,23 @@ class _Evaluator:
         )
 
 
+def _conversion_errors(what: str):
+    """Turn an unexpected failure inside a graph conversion into one clear CalibrationError."""
+    def wrap(fn):
+        @functools.wraps(fn)
+        def inner(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except SegrtError:
+                raise
+            except Exception as exc:  # onnx/ORT quantizer raise many unrelated types
+                raise CalibrationError(
+                    f"{what} conversion failed on this graph: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}",
+                    hint="run with -v for the traceback and report it with the model's ONNX") from exc
+        return inner
+    return wrap
+
+
 Builder = Callable[[tuple[str, ...]], tuple[onnx.ModelProto, onnx.ModelProto, dict]]
 
 
@@ -274,11 +292,12 @@ def quantize_bundle(bundle: Bundle | str | os.PathLike[str], precision: str, *, 
     if precision == "fp16":
         prepared, _ = prepare_fp32(fp32_model)
 
+        @_conversion_errors("FP16")
         def build(exclude: tuple[str, ...]):
             conv = fp16_conversion(prepared, keep_fp32_nodes=exclude)
             return conv.model, fp32_emulation_from_fp16(conv.model), {"fp16_pass": conv.summary()}
 
-        base_conv = fp16_conversion(prepared)
+        base_conv = _conversion_errors("FP16")(fp16_conversion)(prepared)
         candidates = [n.name for n in prepared.graph.node
                       if n.op_type in WEIGHTED_OPS and n.name not in base_conv.fp32_nodes]
     else:
@@ -290,6 +309,7 @@ def quantize_bundle(bundle: Bundle | str | os.PathLike[str], precision: str, *, 
             warnings.append(f"only {calibration['frames']} calibration frames (< {MIN_CALIB_FRAMES_WARN}): "
                             "INT8 ranges may not cover your scenes; give a longer or more varied --calib")
 
+        @_conversion_errors("INT8")
         def build(exclude: tuple[str, ...]):
             conv = int8_conversion(prepared, ranges, exclude_nodes=exclude, op_types=op_types,
                                    remainder=remainder, prepared=True)

@@ -73,7 +73,7 @@ DEFAULT_KEEP_FP32_OPS: frozenset[str] = frozenset({
 })
 
 # Nodes that accept any input type without changing numerics: no cast is ever put before them.
-_NEUTRAL_INPUT_OPS = frozenset({"Cast", "Shape", "Size", "CastLike"})
+_NEUTRAL_INPUT_OPS = frozenset({"Cast", "Shape", "Size"})
 _QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
 
 
