@@ -132,3 +132,20 @@ def test_parse_size_and_settings_validation():
         BenchSettings(max_time_s=0)
     with pytest.raises(ConfigError):
         BenchSettings(threads=0)
+
+
+def test_progress_reports_on_its_stream():
+    import io
+
+    from segrt.tools.bench import Progress
+
+    stream = io.StringIO()
+    bar = Progress(True, stream=stream)
+    bar.message("segrt bench: tiny fp32 onnxruntime")
+    (a,), stop = time_loop(lambda: (1.0,), BenchSettings(iters=5, warmup=0), label="tiny: infer", progress=bar)
+    assert stop == "stable" and len(a) == 5
+    text = stream.getvalue()
+    assert "segrt bench: tiny fp32 onnxruntime" in text and "tiny: infer" in text
+    silent = io.StringIO()
+    time_loop(lambda: (1.0,), BenchSettings(iters=5, warmup=0), label="x", progress=Progress(False, stream=silent))
+    assert silent.getvalue() == ""

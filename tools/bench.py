@@ -133,15 +133,17 @@ class E2EResult:
     fps: float
     wall_s: float
     stages: Mapping[str, LatencyStats]
+    spread: float = 0.0  # robust CV of the intervals between completed frames: the FPS noise
 
     def to_dict(self) -> dict[str, Any]:
         return {"source": self.source, "frames": self.frames, "fps": self.fps, "wall_s": self.wall_s,
-                "stages": {k: v.to_dict() for k, v in self.stages.items()}}
+                "spread": self.spread, "stages": {k: v.to_dict() for k, v in self.stages.items()}}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "E2EResult":
         return cls(str(d["source"]), int(d["frames"]), float(d["fps"]), float(d["wall_s"]),
-                   {k: LatencyStats(**v) for k, v in (d.get("stages") or {}).items()})
+                   {k: LatencyStats(**v) for k, v in (d.get("stages") or {}).items()},
+                   float(d.get("spread", 0.0)))
 
 
 @dataclass(frozen=True)
@@ -642,8 +644,8 @@ def run_e2e(bundle: Bundle, precision: str, backend_name: str, settings: BenchSe
         fps = (len(done) - 1) / (done[-1] - done[0])
     else:
         fps = float(summary.fps)
-    return E2EResult(source=uri, frames=int(summary.frames), fps=fps,
-                     wall_s=float(summary.wall_s), stages=dict(summary.stages))
+    return E2EResult(source=uri, frames=int(summary.frames), fps=fps, wall_s=float(summary.wall_s),
+                     stages=dict(summary.stages), spread=robust_cv(np.diff(done)) if len(done) > 2 else 0.0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -690,5 +692,9 @@ def bench_bundles(paths: Sequence[str | os.PathLike[str]], *, precisions: Iterab
                 if not row.ok:
                     bar.message(f"  {row.status}: {row.reason}")
                 rows.append(row)
+    try:  # the load at the end too: a busy machine explains a wide spread
+        env["cpu"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    except (OSError, KeyError, TypeError):
+        pass
     return BenchResult(rows=tuple(rows), environment=env, settings=settings.to_dict(),
                        wall_s=time.perf_counter() - t_start)

@@ -24,7 +24,7 @@ def add_parser(subparsers) -> None:
                    help="time bound per timing loop in seconds (at least 3 samples are still taken)")
     p.add_argument("--cv-target", type=float, default=0.05, dest="cv_target",
                    help="stop a loop once the robust CV of its last 20 samples is below this")
-    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: one per core)")
+    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (None: one per core)")
     p.add_argument("--e2e", action=argparse.BooleanOptionalAction, default=True,
                    help="also run the real pipeline on a synthetic 1080p source for end-to-end FPS")
     p.add_argument("--e2e-frames", type=int, default=60, dest="e2e_frames",

@@ -8,7 +8,8 @@ the noise when the ratio ``c / b`` leaves ``[1 / (1 + tol), 1 + tol]`` with
 
 Slower beyond that is a regression, faster beyond it an improvement, anything
 between is "within noise". The spread is each run's own robust CV
-(``IQR / (1.349 × median)``), so a noisy machine widens its own tolerance instead of
+(``IQR / (1.349 × median)``) of the stage's samples (for pipeline FPS: of the intervals
+between finished frames), so a noisy machine widens its own tolerance instead of
 raising false alarms, and a quiet one catches a 5 % slowdown.
 """
 from __future__ import annotations
@@ -259,7 +260,11 @@ def write_chart(result: BenchResult, path: str | os.PathLike[str]) -> Path:
             ax.text(0.5, 0.5, "no runnable combination (see the table for the reasons)",
                     ha="center", va="center", transform=ax.transAxes)
             ax.set_axis_off()
-    fig.tight_layout()
+    skipped = len(result.rows) - len(ok)
+    if skipped:
+        fig.text(0.01, 0.005, f"{len(ok)} measured, {skipped} skipped or failed (reasons in the table)",
+                 fontsize=7, color="#555555")
+    fig.tight_layout(rect=(0, 0.02, 1, 1))
     suffix = Path(path).suffix or ".png"
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format=suffix.lstrip("."), dpi=110)
@@ -328,9 +333,8 @@ def _metric(row: Mapping[str, Any], metric: str) -> tuple[float, float] | None:
         e2e = row.get("e2e")
         if not e2e or not e2e.get("fps"):
             return None
-        st = (e2e.get("stages") or {}).get("e2e") or {}
-        spread = st["std"] / st["mean"] if st.get("mean") else 0.0  # the pipeline keeps no samples: plain CV
-        return 1e3 / float(e2e["fps"]), float(spread)
+        # noise of a steady-state FPS: the robust CV of the intervals between finished frames
+        return 1e3 / float(e2e["fps"]), float(e2e.get("spread", 0.0))
     st = (row.get("stages") or {}).get(metric)
     if not st:
         return None
