@@ -42,3 +42,19 @@ def dynamic_bundle(path: Path, opt: tuple[int, int] = (32, 48), lo: tuple[int, i
         onnx.save(model, str(tmp))
     bundle.register_onnx("fp32", target)
     return bundle
+
+
+def batched_bundle(path: Path, batch: int = 2, height: int = 32, width: int = 48) -> Bundle:
+    """The tiny model with a static batch of ``batch`` images."""
+    model = tiny_segmentation_onnx(height, width)
+    for value_info in (model.graph.input[0], model.graph.output[0]):
+        value_info.type.tensor_type.shape.dim[0].dim_value = batch
+    onnx.checker.check_model(model)
+    manifest = tiny_manifest(height, width, name=f"tiny_b{batch}")
+    manifest = manifest.replace(input=dataclasses.replace(manifest.input, batch=batch))
+    bundle = Bundle.create(path, manifest)
+    target = path / onnx_filename("fp32")
+    with atomic_path(target) as tmp:
+        onnx.save(model, str(tmp))
+    bundle.register_onnx("fp32", target)
+    return bundle

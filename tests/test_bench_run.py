@@ -176,3 +176,12 @@ def test_cli_rejects_a_bad_size_and_a_missing_baseline(bundles, tmp_path, capsys
     assert "--size 'big' is not HxW" in capsys.readouterr().err
     assert main(["bench", str(static.path), "--compare", str(tmp_path / "none.json")]) == 2
     assert "cannot read benchmark JSON" in capsys.readouterr().err
+
+
+def test_static_batch_feeds_every_slot_and_counts_every_image(tmp_path):
+    from _bench_helpers import batched_bundle
+
+    b = batched_bundle(tmp_path / "b2", batch=2)
+    (row,) = bench_bundles([b.path], e2e=False, **QUICK).rows
+    assert row.ok and row.input_shape == (2, 32, 48, 3)
+    assert row.throughput_fps == pytest.approx(2 * 1e3 / row.stages["infer"].stats.mean)

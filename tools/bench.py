@@ -480,8 +480,16 @@ def _skip(bundle: Bundle, precision: str, backend: str, reason: str, *, note: st
 
 
 def _batched(tensor: np.ndarray, batch: int) -> np.ndarray:
-    # a static batch > 1 gets the same frame repeated; throughput counts every image
-    return np.ascontiguousarray(np.repeat(tensor, batch, axis=0)) if batch > 1 else tensor
+    """A private copy of the input with every image slot holding the fixed frame.
+
+    The preprocessor fills slot 0 of a batch-N tensor; a static batch > 1 gets the same
+    frame in every slot, and throughput counts every image.
+    """
+    out = np.array(tensor, copy=True)
+    if out.shape[0] == batch:
+        out[1:] = out[:1]
+        return out
+    return np.ascontiguousarray(np.repeat(out[:1], batch, axis=0))
 
 
 def _e2e_frames(settings: BenchSettings, frame_ms: float) -> int:
@@ -567,7 +575,7 @@ def bench_cell(bundle: Bundle, precision: str, backend_name: str, settings: Benc
         pre = Preprocessor(manifest)
         tensor, letterbox = pre.pre(frame)
         # the compute loop feeds a copy: the preprocessor reuses its tensor on every call
-        tensor = _batched(np.array(tensor, copy=True), manifest.input.batch)
+        tensor = _batched(tensor, manifest.input.batch)
         with backend:
             info = dict(backend.describe())
 
