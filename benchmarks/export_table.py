@@ -141,7 +141,7 @@ def bench_model(name: str, size, args, workdir: Path) -> dict:
     with torch.no_grad():
         row["torch"] = time_fn(lambda: module(x), args.warmup, iters)
     row["speedup"] = row["torch"]["median_ms"] / row["ort"]["median_ms"]
-    del sess, module
+    sess = module = None  # free the heavy models before the exporter comparison
 
     if args.compare_exporters and entry.family == "semantic":
         row["exporters"] = {}
@@ -157,8 +157,8 @@ def bench_model(name: str, size, args, workdir: Path) -> dict:
             row["exporters"][exp] = {
                 "export_s": b.manifest.export["seconds"], "nodes": len(onnx.load(str(p)).graph.node),
                 "max_abs_diff": b.manifest.export["verification"]["max_abs_diff"],
-                "ort": time_fn(lambda: s.run(None, {in_name: frame}), args.warmup, iters)}
-            del s
+                "ort": time_fn(lambda s=s: s.run(None, {in_name: frame}), args.warmup, iters)}
+            s = None
     return row
 
 

@@ -172,8 +172,10 @@ def _resolve(model: str) -> _Target:
     if ":" in model and not re.match(r"^[A-Za-z]:[\\/]", model):
         return _load_factory(model)
     entry = get_entry(model)
-    return _Target(kind="zoo", label=entry.name, entry=entry,
-                   source={"kind": "zoo", "model": entry.name, "origin": entry.source, "params": dict(entry.params)})
+    source = {"kind": "zoo", "model": entry.name, "origin": entry.source, "params": dict(entry.params)}
+    if entry.provenance:
+        source["provenance"] = dict(entry.provenance)
+    return _Target(kind="zoo", label=entry.name, entry=entry, source=source)
 
 
 def _build_factory_model(fn, num_classes: int | None):
@@ -275,6 +277,11 @@ def _prepare_out_dir(out_dir: Path) -> bool:
                 if "newer" in exc.message:
                     raise BundleError(f"{out_dir} holds a bundle from a newer segrt ({exc.message})",
                                       hint="upgrade segrt, or pass -o with another folder") from exc
+        for stale in out_dir.glob(".segrt-export-*"):
+            # Left by a killed export (never trusted); an hour old so a concurrent export is spared.
+            with contextlib.suppress(OSError):
+                if time.time() - stale.stat().st_mtime > 3600:
+                    shutil.rmtree(stale, ignore_errors=True)
     ensure_writable_dir(out_dir)
     return created
 

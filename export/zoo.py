@@ -67,6 +67,7 @@ class ZooEntry:
     weights: Path | None = None
     palette: tuple[tuple[int, int, int], ...] | None = None  # BGR; None -> default_palette
     unavailable: str = ""
+    provenance: Mapping[str, Any] = field(default_factory=dict)  # e.g. the demo's training record
 
     @property
     def num_classes(self) -> int:
@@ -140,17 +141,17 @@ def shipped_weights_dir() -> Path:
 def _demo_entry(weights_dir: Path) -> ZooEntry:
     """``demo_unet`` from ``weights/demo_unet.{pth,json}``; marked unavailable if they are missing or bad."""
     spec_path, pth = weights_dir / "demo_unet.json", weights_dir / "demo_unet.pth"
-    base = dict(name="demo_unet", family="semantic", source="demo", size_multiple=16,
+    base = dict(name="demo_unet", family="semantic", source="demo",
                 description="trained demo U-Net shipped with segrt (weights/demo_unet.pth)",
                 factory=_unet())
     missing = [p.name for p in (spec_path, pth) if not p.is_file()]
     if missing:
-        return ZooEntry(**base, unavailable=f"{' and '.join(missing)} not found in {weights_dir} "
+        return ZooEntry(**base, size_multiple=16, unavailable=f"{' and '.join(missing)} not found in {weights_dir} "
                         "(this build ships no demo weights)")
     try:
         spec = json.loads(spec_path.read_text())
-        arch = spec["arch"]
-        params = dict(spec.get("params") or {})
+        arch = str(spec["arch"]).lower()
+        params = {k: v for k, v in dict(spec.get("params") or {}).items() if k != "num_classes"}
         h, w = (int(v) for v in spec["input_size"])
         classes = tuple(str(c) for c in spec["classes"])
         palette = spec.get("palette")
@@ -159,11 +160,12 @@ def _demo_entry(weights_dir: Path) -> ZooEntry:
             input_size=(h, w), classes=classes,
             mean=tuple(float(v) for v in spec["mean"]), std=tuple(float(v) for v in spec["std"]),  # type: ignore[arg-type]
             color_order=str(spec.get("color_order", "RGB")), params={"arch": arch, **params},
-            weights=pth,
+            weights=pth, size_multiple=2 ** int(params.get("depth", 4)) if arch == "unet" else 16,
+            provenance={k: spec[k] for k in ("train", "metrics") if k in spec},
             palette=tuple(tuple(int(v) for v in c) for c in palette) if palette else None,  # type: ignore[arg-type]
         )
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        return ZooEntry(**base, unavailable=f"{spec_path} is unreadable or incomplete ({exc!r})")
+        return ZooEntry(**base, size_multiple=16, unavailable=f"{spec_path} is unreadable or incomplete ({exc!r})")
     return entry
 
 

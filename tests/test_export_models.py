@@ -103,3 +103,13 @@ def test_maskrcnn_refuses_dynamic_and_mean_std(tmp_path):
         export_bundle("maskrcnn_resnet50_fpn", tmp_path / "b", size=(128, 160), dynamic=True)
     with pytest.raises(ConfigError, match="--mean/--std do not apply"):
         export_bundle("maskrcnn_resnet50_fpn", tmp_path / "b", size=(128, 160), spec={"mean": (1, 2, 3)})
+
+
+@pytest.mark.slow
+def test_maskrcnn_unfused_takes_float_rgb(tmp_path):
+    b = export_bundle("maskrcnn_resnet50_fpn", tmp_path / "b", size=(128, 160), fuse=False)
+    m = b.manifest
+    assert (m.input.name, m.input.dtype, m.input.layout, m.input.fused) == ("input", "float32", "NCHW", False)
+    # The runtime's generic unfused preprocessing, (x - 0) / 255 in RGB, gives the 0..1 RGB the graph wants.
+    assert (m.preprocess.mean, m.preprocess.std, m.preprocess.color_order) == ((0.0,) * 3, (255.0,) * 3, "RGB")
+    assert m.export["verification"]["matched_pct"] >= 90.0

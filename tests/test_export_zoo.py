@@ -81,7 +81,8 @@ def _install_demo(folder, monkeypatch):
     (folder / "demo_unet.json").write_text(json.dumps({
         "arch": "unet", "params": {"depth": 2, "base_width": 4}, "classes": ["bg", "road", "car"],
         "palette": [[0, 0, 0], [128, 64, 128], [142, 0, 0]], "input_size": [32, 64],
-        "mean": [110.0, 111.0, 112.0], "std": [50.0, 51.0, 52.0], "color_order": "RGB"}))
+        "mean": [110.0, 111.0, 112.0], "std": [50.0, 51.0, 52.0], "color_order": "RGB",
+        "metrics": {"miou_heldout": 0.5}}))
     monkeypatch.setattr(zoo, "shipped_weights_dir", lambda: folder)
     zoo.reset_cache()
     return net
@@ -116,6 +117,8 @@ def test_demo_unet_loads_its_shipped_spec_and_weights(tmp_path, monkeypatch):
         assert m.source["random_init"] is False
         assert m.source["weights"]["path"].endswith("demo_unet.pth")
         assert m.source["params_count"] == sum(p.numel() for p in net.parameters())
+        assert m.source["provenance"]["metrics"] == {"miou_heldout": 0.5}
+        assert e.size_multiple == 4  # 2 ** depth
     finally:
         zoo.reset_cache()
 
