@@ -378,11 +378,6 @@ def synthetic_frames(count: int, height: int = FRAME_SIZE[0], width: int = FRAME
     return frames
 
 
-def fixed_frame(height: int = FRAME_SIZE[0], width: int = FRAME_SIZE[1], seed: int = 7) -> np.ndarray:
-    """One deterministic camera frame: the first frame of the synthetic scene."""
-    return synthetic_frames(1, height, width, seed)[0]
-
-
 def replay_source(frames: Sequence[np.ndarray], count: int, uri: str):
     """A file-like :class:`~segrt.runtime.sources.Source` playing ``count`` frames cycled from ``frames``.
 
