@@ -286,7 +286,8 @@ def plan_split(calib_uri: str, eval_uri: str | None, calib_frames: int, eval_fra
     * a file-like source of known length: calibration samples the first part of the
       timeline and evaluation the last part (``eval_frames``, at least 15%), so the two
       never share a frame and, for video, do not even share a scene moment;
-    * a live source: evaluation frames are captured after calibration ends.
+    * a live source: evaluation and calibration frames are captured in separate time windows
+      (quantize_bundle reads the evaluation frames first).
     """
     if eval_uri:
         return SplitPlan(calib_uri, None, eval_uri, None, f"separate evaluation source {eval_uri}")
@@ -303,7 +304,7 @@ def plan_split(calib_uri: str, eval_uri: str | None, calib_frames: int, eval_fra
         except Exception as exc:
             raise SourceError(f"cannot open {calib_uri}: {exc}") from exc
         if src.is_live:
-            return SplitPlan(calib_uri, None, calib_uri, None, "live frames captured after calibration")
+            return SplitPlan(calib_uri, None, calib_uri, None, "live frames captured in a separate time window")
         count = src.frame_count
     finally:
         src.close()
