@@ -155,7 +155,7 @@ def csv_columns() -> list[str]:
     cols = ["model", "bundle", "precision", "backend", "status", "reason", "note", "input_shape", "output_kind"]
     for stage in ALL_STAGES:
         cols += [f"{stage}_{f}" for f in STAT_FIELDS]
-    cols += ["throughput_fps", "e2e_fps", "e2e_frames", "e2e_p50_ms",
+    cols += ["throughput_fps", "e2e_fps", "e2e_spread", "e2e_frames", "e2e_p50_ms",
              "accuracy_agreement", "accuracy_miou_vs_fp32", "accuracy_miou_vs_labels"]
     return cols
 
@@ -173,6 +173,7 @@ def _csv_row(r: BenchRow) -> dict[str, Any]:
     e2e_stage = r.e2e.stages.get("e2e") if r.e2e else None
     acc = r.accuracy or {}
     d.update(throughput_fps=r.throughput_fps, e2e_fps=r.e2e.fps if r.e2e else None,
+             e2e_spread=r.e2e.spread if r.e2e else None,
              e2e_frames=r.e2e.frames if r.e2e else None, e2e_p50_ms=e2e_stage.p50 if e2e_stage else None,
              accuracy_agreement=acc.get("agreement"), accuracy_miou_vs_fp32=acc.get("miou_vs_fp32"),
              accuracy_miou_vs_labels=acc.get("miou_vs_labels"))
@@ -213,7 +214,8 @@ def write_chart(result: BenchResult, path: str | os.PathLike[str]) -> Path:
     if ok:
         width = 0.8 / max(len(series), 1)
         lookup = {r.key: r for r in ok}
-        p50s = []
+        p50s: list[float] = []
+        tops: list[float] = []
         for j, (prec, be) in enumerate(series):
             xs, ys, hi = [], [], []
             for i, m in enumerate(models):
@@ -225,12 +227,16 @@ def write_chart(result: BenchResult, path: str | os.PathLike[str]) -> Path:
                 ys.append(st.p50)
                 hi.append(max(st.p90 - st.p50, 0.0))
             p50s += ys
+            tops += [y + h for y, h in zip(ys, hi)]
             ax1.bar(xs, ys, width * 0.92, label=f"{prec} / {be}", yerr=[[0] * len(hi), hi], capsize=2)
             for x, y, h in zip(xs, ys, hi):
                 ax1.annotate(_ms(y), (x, y + h), ha="center", va="bottom", fontsize=7, xytext=(0, 2),
                              textcoords="offset points")
         if p50s and max(p50s) / max(min(p50s), 1e-6) > 30:
             ax1.set_yscale("log")
+            ax1.set_ylim(top=max(tops) * 3)  # room for the value labels
+        elif tops:
+            ax1.set_ylim(top=max(tops) * 1.2)
         ax1.set_xticks(range(len(models)))
         ax1.set_xticklabels(models, fontsize=8)
         ax1.set_ylabel("inference p50 (ms), whisker to p90")
