@@ -18,6 +18,12 @@ What it measures (ONNX Runtime on this CPU unless named otherwise):
 * ``prepost_ms_1080p``: preprocess + postprocess ms per 1080p frame with the fused graph
   (the unfused figure beside it). Target <= 5 ms.
 
+Threads: by default each library uses its own default (one thread per core for both).
+On a shared or loaded machine pass ``--threads 1``: PyTorch's OpenMP pool collapses when
+its threads are descheduled (measured here under load 8 on 2 cores: 200 ms with 2
+threads, 30 ms with 1, for the same LR-ASPP call), which would make every ratio
+against it meaningless.
+
 Method: ratios on a shared machine drift with its load, so every variant is measured in
 interleaved rounds (the order rotates each round; each block starts with an untimed call
 so one runtime's spinning threads do not land in the other's first sample). A ratio is
