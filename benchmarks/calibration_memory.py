@@ -78,6 +78,8 @@ def child_segrt(args: argparse.Namespace) -> dict:
     t0 = time.perf_counter()
     ranges = calibrate_ranges(model, reader, tensors, method=args.method, threads=args.threads)
     seconds = time.perf_counter() - t0
+    # near-duplicates may leave fewer frames than asked: the last checkpoint is the end of the run
+    checkpoints[args.frames] = round(_rss_mb(), 1)
     inp = bundle.manifest.input
     return {
         "tool": "segrt", "method": args.method, "frames": ranges.frames, "requested": args.frames,
