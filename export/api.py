@@ -402,7 +402,8 @@ def _export_torch(target: _Target, tmp: Path, *, name, weights, classes, num_cla
         family = "instances" if _is_maskrcnn(net) else "semantic"
         default_size = (320, 480) if family == "instances" else SEMANTIC_SIZE
         multiple = 32 if family == "instances" else 1
-        default_classes, preferred, palette = None, "torchscript", None
+        default_classes, palette = None, None
+        preferred = "torchscript" if family == "instances" else "dynamo"
         mean, std, color = ((0.0, 0.0, 0.0), (255.0, 255.0, 255.0), "RGB") if family == "instances" else \
             (IMAGENET_MEAN, IMAGENET_STD, "RGB")
     mean = spec.mean or mean
@@ -479,6 +480,8 @@ def _export_torch(target: _Target, tmp: Path, *, name, weights, classes, num_cla
         dyn_axes = (DynamicAxes(inputs={in_name: axes_in}, outputs={out_names[0]: axes_out})
                     if shape_range else None)
 
+    if opset >= 18 and family == "semantic":
+        preferred = "dynamo"  # its native opset: no down-conversion
     onnx_path = tmp / onnx_filename("fp32")
     record = onnx_from_torch(module, example, onnx_path, input_names=[in_name], output_names=out_names,
                              opset=opset, exporter=exporter, preferred=preferred, dynamic=dyn_axes)

@@ -1,11 +1,19 @@
 """PyTorch module -> ONNX file, with the exporter chosen per model and the choice recorded.
 
-torch 2.14 offers two exporters: ``dynamo`` (``torch.export`` + onnxscript; the default) and
-``torchscript`` (the tracer, ``dynamo=False``). Measured here: both export the semantic zoo
-models with identical outputs; TorchScript does it ~10x faster (LR-ASPP 0.3 s vs 3.4 s at
-64x96). Mask R-CNN only exports with TorchScript: ``torch.export`` stops on the data-dependent
-box count in ``batched_nms`` (GuardOnDataDependentSymNode). ``exporter="auto"`` tries the
-model's preferred exporter, then the other one, and records why it fell back.
+torch 2.14 offers two exporters: ``dynamo`` (``torch.export`` + onnxscript; the default, and
+the maintained one) and ``torchscript`` (the tracer, ``dynamo=False``; deprecated, "will be
+removed"). Measured on every semantic zoo model (benchmarks/export_table.py
+--compare-exporters, 128x256 / 256x512): after segrt's graph passes both give the same node
+count (DeepLabV3+ 4 fewer with dynamo) and the same numbers vs PyTorch; dynamo takes 1-3x
+longer to export (LR-ASPP 6.0 s vs 1.9 s). But dynamo builds opset 18 and down-converts, and
+the converter fails on ReduceMean (every model with global pooling: LR-ASPP, DeepLabV3,
+DeepLabV3+), leaving opset 18 in the file; TensorRT 8.6 (JetPack 5) stops at opset 17. So the
+written opset is checked, and a mismatch counts as a failed attempt. Preferences at the
+default opset 17 (zoo ``exporter``): dynamo for FCN and U-Net, TorchScript for the pooled
+models and for Mask R-CNN, which ``torch.export`` cannot take at all (data-dependent box
+count in ``batched_nms``: GuardOnDataDependentSymNode). At opset >= 18 semantic models prefer
+dynamo. ``exporter="auto"`` tries the preferred exporter, then the other one, and records
+why it fell back (e.g. a model with data-dependent Python control flow).
 """
 from __future__ import annotations
 
@@ -125,6 +133,19 @@ def _export_once(module: torch.nn.Module, args: tuple, path: Path, exporter: str
         torch.onnx.export(module, args, str(path), **kw)
     if out.getvalue():
         log.debug("%s exporter output:\n%s", exporter, out.getvalue())
+    got = _default_opset(path)
+    if got != opset:
+        # dynamo builds opset 18 and down-converts; the converter fails on e.g. ReduceMean's
+        # axes input (global pooling) and the file silently keeps 18, which TensorRT 8.6 rejects.
+        raise ExportError(f"{exporter} exporter wrote opset {got}, not the requested {opset} "
+                          "(version conversion failed)")
+
+
+def _default_opset(path: Path) -> int | None:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
 
 
 def onnx_from_torch(
@@ -136,7 +157,7 @@ def onnx_from_torch(
     output_names: Sequence[str],
     opset: int = 17,
     exporter: str = "auto",
-    preferred: str = "dynamo",
+    preferred: str = "dynamo",  # zoo entries say which; Mask R-CNN: torchscript
     dynamic: DynamicAxes | None = None,
     passes: tuple[str, ...] = DEFAULT_PASSES,
 ) -> dict[str, Any]:

@@ -60,7 +60,7 @@ class ZooEntry:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     color_order: str = "RGB"
-    exporter: str = "torchscript"  # preferred exporter for --exporter auto
+    exporter: str = "dynamo"  # preferred exporter for --exporter auto (see onnx_from_torch)
     size_multiple: int = 8
     params: Mapping[str, Any] = field(default_factory=dict)  # factory kwargs, recorded in the manifest
     source: str = "torchvision"  # torchvision | segrt | demo
@@ -178,7 +178,10 @@ def _static_entries() -> list[ZooEntry]:
         ("deeplabv3_mobilenet_v3_large", "DeepLabV3, MobileNetV3-Large backbone (torchvision)"),
         ("lraspp_mobilenet_v3_large", "LR-ASPP, MobileNetV3-Large: the real-time one (torchvision)"),
     ]
-    entries = [ZooEntry(name=n, family="semantic", description=d, factory=_tv_segmentation(n))
+    # Global pooling (ASPP image pooling, LR-ASPP's attention) exports as ReduceMean, which dynamo
+    # cannot down-convert to opset 17: those prefer TorchScript (see onnx_from_torch).
+    entries = [ZooEntry(name=n, family="semantic", description=d, factory=_tv_segmentation(n),
+                        exporter="dynamo" if n.startswith("fcn") else "torchscript")
                for n, d in seg]
     coco = _coco_categories()
     for n, d in (("maskrcnn_resnet50_fpn", "Mask R-CNN, ResNet-50-FPN (torchvision)"),
@@ -194,7 +197,7 @@ def _static_entries() -> list[ZooEntry]:
                             factory=_unet(**unet_kw), params={"arch": "unet", **unet_kw}))
     for bb, desc in (("resnet50", "ResNet-50"), ("mobilenet_v3_large", "MobileNetV3-Large")):
         entries.append(ZooEntry(name=f"deeplabv3plus_{bb}", family="semantic", source="segrt",
-                                size_multiple=16,
+                                size_multiple=16, exporter="torchscript",
                                 description=f"DeepLabV3+ (ASPP + low-level skip), {desc}, OS16",
                                 factory=_deeplabv3plus(backbone=bb),
                                 params={"arch": "deeplabv3plus", "backbone": bb}))

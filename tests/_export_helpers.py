@@ -60,6 +60,18 @@ def write_user_module(folder: Path, name: str = "user_nets") -> Path:
             def forward(self, x):
                 return self.a(x) if bool(x.mean() > -1.0) else self.b(x)
 
+        class Pooled(nn.Module):
+            # Global pooling -> ReduceMean: dynamo cannot down-convert that to opset 17.
+            def __init__(self):
+                super().__init__()
+                self.conv = nn.Conv2d(3, 4, 1)
+            def forward(self, x):
+                y = self.conv(x)
+                return y * torch.sigmoid(y.mean((2, 3), keepdim=True))
+
+        def pooled():
+            return Pooled()
+
         def branchy():
             torch.manual_seed(3)
             return Branchy()

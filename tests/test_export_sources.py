@@ -128,3 +128,17 @@ def test_corrupt_and_truncated_onnx_fail_with_the_file_name(tmp_path, capsys):
         rc, out, err = cli(capsys, "export", str(path), "--num-classes", "4", "-o", str(tmp_path / "b"))
         assert rc == 2 and err.count("\n") == 1 and path.name in err and "corrupt or truncated" in err, err
         assert "Traceback" not in err and not (tmp_path / "b").exists()
+
+
+def test_exporter_fallback_is_recorded_and_opset_is_honoured(tmp_path, user_module):
+    b = export_bundle("user_nets:pooled", tmp_path / "auto", size=(16, 16))
+    ex = b.manifest.export
+    assert ex["requested"] == "auto" and ex["exporter"] == "torchscript"
+    assert [a["exporter"] for a in ex["attempts"]] == ["dynamo", "torchscript"]
+    assert "wrote opset 18, not the requested 17" in ex["fallback_reason"]
+    assert onnx.load(str(b.onnx_path("fp32"))).opset_import[0].version == 17
+    with pytest.raises(ExportError, match="dynamo exporter wrote opset 18"):
+        export_bundle("user_nets:pooled", tmp_path / "dyn", size=(16, 16), exporter="dynamo")
+    b18 = export_bundle("user_nets:pooled", tmp_path / "o18", size=(16, 16), opset=18)
+    assert b18.manifest.export["exporter"] == "dynamo" and b18.manifest.export["fallback_reason"] is None
+    assert onnx.load(str(b18.onnx_path("fp32"))).opset_import[0].version == 18
