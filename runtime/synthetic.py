@@ -64,11 +64,11 @@ SYNTHETIC_PALETTE: tuple[tuple[int, int, int], ...] = (
 # Appearance family per foreground class: OpenCV hue range (0..180), saturation and value
 # ranges, texture kind. Hue ranges do not overlap; background colours stay below ~70 saturation.
 _FAMILIES: dict[int, dict] = {
-    1: {"hue": (0, 10), "sat": (150, 235), "val": (130, 235), "texture": "speckle"},
-    2: {"hue": (100, 122), "sat": (120, 230), "val": (110, 230), "texture": "stripes"},
-    3: {"hue": (42, 75), "sat": (120, 230), "val": (100, 220), "texture": "checker"},
-    4: {"hue": (20, 32), "sat": (150, 240), "val": (150, 245), "texture": "bands"},
-    5: {"hue": (140, 165), "sat": (110, 220), "val": (110, 225), "texture": "dots"},
+    1: {"hue": (0, 10), "sat": (160, 240), "val": (130, 235), "texture": "speckle"},
+    2: {"hue": (100, 122), "sat": (150, 235), "val": (130, 235), "texture": "stripes"},
+    3: {"hue": (42, 75), "sat": (140, 230), "val": (120, 225), "texture": "checker"},
+    4: {"hue": (20, 32), "sat": (160, 240), "val": (150, 245), "texture": "bands"},
+    5: {"hue": (140, 165), "sat": (130, 225), "val": (130, 230), "texture": "dots"},
 }
 
 _AREA_SCALE = {1: 0.9, 2: 1.05, 3: 1.3, 4: 1.05, 5: 1.05}
@@ -449,9 +449,10 @@ class SyntheticScene:
         hue = rng.uniform(*fam["hue"])
         sat = rng.uniform(*fam["sat"])
         val = rng.uniform(*fam["val"])
-        dark = _hsv_to_bgr(hue, sat, val * rng.uniform(0.35, 0.6))
+        # Texture contrast stays moderate so the darkest texels keep their hue under dim light.
+        dark = _hsv_to_bgr(hue, sat, val * rng.uniform(0.45, 0.7))
         light = _hsv_to_bgr(
-            np.clip(hue + rng.uniform(-4, 4), *fam["hue"]), sat * rng.uniform(0.7, 1.0), val
+            np.clip(hue + rng.uniform(-4, 4), *fam["hue"]), sat * rng.uniform(0.8, 1.0), val
         )
         pattern = _texture_pattern(fam["texture"], rng, side)
         # Colour through a 256-entry ramp from dark to light. Stored as BGRA (alpha unused):
@@ -558,6 +559,8 @@ class SyntheticScene:
             field *= 1.0 - 0.18 * (gx * gx + gy * gy) / 2  # vignetting
             wb = 1.0 + 0.07 * np.array([math.sin(0.31 * t + L[4]), math.sin(0.37 * t + L[5]) * 0.5,
                                         math.sin(0.29 * t + L[6])])
+            # Dim, not black: below ~0.55 the darkest object texels would lose their colour.
+            field = np.clip(field, 0.55, 1.5)
             grid = np.clip(field[..., None] * wb * 128.0, 0, 255).astype(np.uint8)
             cv2.resize(grid, (w, h), dst=self._gain, interpolation=cv2.INTER_LINEAR)
             cv2.multiply(image, self._gain, dst=image, scale=1.0 / 128.0)
