@@ -3,8 +3,8 @@
 The evaluation set is read once (``eval_frames`` preprocessed model inputs, plus labels
 mapped into model-input pixels when the source has them) and every candidate model runs
 over the same tensors, with the runtime's own preprocessing and mask decoding. Labels
-are mapped with nearest-neighbour resizing through the same letterbox the frame went
-through; letterbox padding is labelled 255 (ignored).
+are mapped with centre-exact nearest-neighbour resizing through the same letterbox the frame
+went through; letterbox padding is labelled 255 (ignored).
 """
 from __future__ import annotations
 
@@ -36,7 +36,9 @@ def label_to_model(label: np.ndarray, lb: Letterbox) -> np.ndarray:
     if label.shape[:2] == (y1 - y0, x1 - x0):
         out[y0:y1, x0:x1] = label
     else:
-        out[y0:y1, x0:x1] = cv2.resize(label, lb.content_size, interpolation=cv2.INTER_NEAREST)
+        # NEAREST_EXACT samples the pixel centres INTER_LINEAR (the image resize) interpolates
+        # around; plain NEAREST would shift the labels by up to a source pixel against the image.
+        out[y0:y1, x0:x1] = cv2.resize(label, lb.content_size, interpolation=cv2.INTER_NEAREST_EXACT)
     return out
 
 
@@ -123,7 +125,7 @@ def predict_masks(model: onnx.ModelProto | bytes | str, manifest: Manifest, eval
 def _fit(label: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     if label.shape == shape:
         return label
-    return cv2.resize(label, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
+    return cv2.resize(label, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST_EXACT)
 
 
 def compare_masks(preds: Sequence[np.ndarray], refs: Sequence[np.ndarray | None], num_classes: int) -> dict | None:

@@ -254,7 +254,11 @@ def _synthetic_with_seed(uri: str, seed_offset: int) -> str | None:
     query = rest.split("?", 1)[1] if "?" in rest else rest if "=" in rest else ""
     pairs = parse_qsl(query, keep_blank_values=True)
     seed = next((int(v) for k, v in pairs if k == "seed" and v.strip().isdigit()), 0)
-    new_seed = (seed + seed_offset) % (2 ** 31 - 1)
+    # Stay below 10000: the shipped demo model trains on synthetic seeds >= 10000, so a held-out
+    # scene must come from a seed under that (and never the calibration seed itself).
+    new_seed = (seed + seed_offset) % EVAL_SEED_LIMIT
+    if new_seed == seed:
+        new_seed = (seed + 1) % EVAL_SEED_LIMIT
     pairs = [(k, v) for k, v in pairs if k != "seed"] + [("seed", str(new_seed))]
     return "synthetic://?" + "&".join(f"{k}={v}" for k, v in pairs)
 
@@ -275,7 +279,8 @@ class SplitPlan:
                 "held_out": self.how}
 
 
-EVAL_SEED_OFFSET = 7919  # synthetic held-out scenes use seed + this
+EVAL_SEED_OFFSET = 7919  # synthetic held-out scenes use (seed + this) % EVAL_SEED_LIMIT
+EVAL_SEED_LIMIT = 10_000  # demo-model training seeds start here (tools/train_demo.py)
 
 
 def plan_split(calib_uri: str, eval_uri: str | None, calib_frames: int, eval_frames: int) -> SplitPlan:

@@ -102,6 +102,9 @@ def test_plan_split_synthetic_uses_another_seed():
     assert plan.calib_range is None and "seed" in plan.how
     default_seed = plan_split("synthetic://?size=64x48", None, 20, 10)
     assert f"seed={EVAL_SEED_OFFSET}" in default_seed.eval_uri
+    # held-out seeds stay below the demo model's training seeds (>= 10000)
+    high = plan_split("synthetic://?size=64x48&seed=9000", None, 20, 10)
+    assert high.eval_uri.endswith(f"seed={(9000 + EVAL_SEED_OFFSET) % 10000}")
 
 
 def test_plan_split_file_source_holds_out_the_tail(tmp_path):
