@@ -76,7 +76,8 @@ def child_segrt(args: argparse.Namespace) -> dict:
     sampler = FrameSampler(args.source, args.frames, dedup_threshold=args.dedup)
     reader = SourceCalibrationReader(sampler, bundle.manifest, on_frame=on_frame)
     t0 = time.perf_counter()
-    ranges = calibrate_ranges(model, reader, tensors, method=args.method, threads=args.threads)
+    ranges = calibrate_ranges(model, reader, tensors, method=args.method, threads=args.threads,
+                              input_shape=bundle.manifest.input.shape)
     seconds = time.perf_counter() - t0
     # near-duplicates may leave fewer frames than asked: the last checkpoint is the end of the run
     checkpoints[args.frames] = round(_rss_mb(), 1)

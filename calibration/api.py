@@ -223,7 +223,8 @@ def _calibrate(prepared: onnx.ModelProto, bundle: Bundle, plan: SplitPlan, calib
     reader = SourceCalibrationReader(sampler, bundle.manifest, on_frame=bar.update)
     tensors = tensors_to_calibrate(prepared, op_types)
     try:
-        ranges = calibrate_ranges(prepared, reader, tensors, method=method, threads=threads)
+        ranges = calibrate_ranges(prepared, reader, tensors, method=method, threads=threads,
+                                  input_shape=bundle.manifest.input.shape)
     except CalibrationError as exc:
         if sampler.coverage.kept == 0:
             raise CalibrationError(f"calibration source {plan.calib_uri} delivered no usable frames",

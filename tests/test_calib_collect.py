@@ -103,3 +103,36 @@ def test_no_frames_and_bad_method():
         calibrate_ranges(model, iter([]), tensors)
     with pytest.raises(CalibrationError, match="unknown calibration method"):
         calibrate_ranges(model, iter([]), tensors, method="random")
+
+
+def test_outputs_are_grouped_under_a_byte_budget_with_identical_results():
+    from segrt.calibration.collect import group_by_budget, tensor_bytes
+    model, _ = prepare_fp32(colour_net_onnx(48, 64))
+    tensors = tensors_to_calibrate(model, DEFAULT_QUANT_OPS)
+    sizes = tensor_bytes(model, tensors, (1, 48, 64, 3))
+    assert all(v > 0 for v in sizes.values())
+    first = next(n for n in model.graph.node if n.op_type == "Conv")
+    assert sizes[first.output[0]] == 8 * 24 * 32 * 4  # 8 channels at stride 2, float32
+    groups = group_by_budget(tensors, sizes, max(sizes.values()))
+    assert len(groups) > 1 and [t for g in groups for t in g] == tensors
+    assert all(sum(sizes[t] for t in g) <= max(sizes.values()) for g in groups)
+    feeds = _feeds(3)
+    one = calibrate_ranges(model, iter(feeds), tensors, method="percentile")
+    split = calibrate_ranges(model, iter(feeds), tensors, method="percentile", max_output_bytes=1,
+                             input_shape=(1, 48, 64, 3))
+    assert split.amax == one.amax
+
+
+def test_minmax_reductions_run_right_after_each_producer():
+    from segrt.calibration.collect import _augmented_minmax
+    model, _ = prepare_fp32(colour_net_onnx(32, 32))
+    tensors = tensors_to_calibrate(model, DEFAULT_QUANT_OPS)
+    aug, outs = _augmented_minmax(model, tensors)
+    order = [n for n in aug.graph.node]
+    produced_at = {o: i for i, n in enumerate(order) for o in n.output}
+    for i, t in enumerate(tensors):
+        lo_at = produced_at[outs[2 * i]]
+        # the reduction follows its tensor's producer, before any unrelated compute op
+        src = produced_at[t]
+        between = [n.op_type for n in order[src + 1:lo_at]]
+        assert set(between) <= {"ReduceMin", "ReduceMax"}, (t, between)
