@@ -9,7 +9,9 @@ export seconds (torch.onnx + graph passes), the verification numbers from the ma
 the latency of the bundle's ``model.onnx`` in ONNX Runtime and of the same fused module in
 PyTorch eager, measured in this one run, same thread count, same uint8 input, after warm-up
 (median and p90 of ``--iters`` runs). Heavy models run at a smaller size (stated in the
-table). ``--compare-exporters`` also exports each semantic model with both exporters and
+table). On a shared machine use ``--threads 1``: with other processes on the cores, PyTorch's
+2-thread OpenMP runs slow down 3-5x (LR-ASPP 160 ms at 1 thread vs 780 ms at 2 under load
+~6), ONNX Runtime's far less, which inflates the ratio. ``--compare-exporters`` also exports each semantic model with both exporters and
 reports export time, node count and ORT latency per exporter; the graph-pass study reports
 node counts after onnxscript's optimizer and after ONNX Runtime's offline basic optimisation.
 Randomly initialised weights: latency is what matters here; Mask R-CNN's detection count
@@ -175,13 +177,15 @@ def environment(threads: int) -> dict:
                 break
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "threads": threads, "python": sys.version.split()[0],
+    return {"cpu": cpu, "cores": os.cpu_count(), "threads": threads, "loadavg_start": os.getloadavg()[0],
+            "python": sys.version.split()[0],
             "torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
 
 
 def format_table(rows: list[dict], env: dict) -> str:
     lines = [f"# export table ({env['cpu']}, {env['threads']} threads, torch {env['torch']}, "
-             f"onnxruntime {env['onnxruntime']}; fused uint8 graphs, random init)", "",
+             f"onnxruntime {env['onnxruntime']}; fused uint8 graphs, random init; load average "
+             f"{env['loadavg_start']:.1f} at start, {env.get('loadavg_end', float('nan')):.1f} at end)", "",
              "| model | size | exporter | export s | max abs diff | agreement | nodes (ORT basic) | "
              "ORT ms | PyTorch ms | PyTorch/ORT |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -242,6 +246,7 @@ def main(argv=None) -> int:
             row["wall_s"] = round(time.perf_counter() - t, 1)
             rows.append(row)
             print(json.dumps({k: v for k, v in row.items() if k != "passes"}, default=str), file=sys.stderr, flush=True)
+    env["loadavg_end"] = os.getloadavg()[0]  # other work on the machine skews latency, PyTorch's most
     print(format_table(rows, env))
     if args.json:
         Path(args.json).write_text(json.dumps({"environment": env, "rows": rows}, indent=2, default=str))
