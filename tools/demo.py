@@ -100,10 +100,12 @@ def _valid_precision(bundle: Bundle, precision: str) -> bool:
 
 def run_demo(out_dir: str | Path = "segrt-demo", *, model: str = DEFAULT_MODEL, source: str | None = None,
              frames: int = 150, precisions: Sequence[str] = ("fp16", "int8"), threads: int | None = None,
-             bench_iters: int = 30, force: bool = False,
+             bench_iters: int = 20, calib_frames: int = 100, eval_frames: int = 24, force: bool = False,
              echo: Callable[[str], None] = print) -> DemoReport:
     """Run the demo into ``out_dir`` and return what each step did."""
     out = ensure_writable_dir(out_dir)
+    if source is not None:
+        _check_source(source)  # a missing camera fails now, not after minutes of export
     report = DemoReport(out_dir=out)
     t_start = time.perf_counter()
     bundle_dir = out / "bundles" / model.replace(":", "_").replace("/", "_")
@@ -138,7 +140,7 @@ def run_demo(out_dir: str | Path = "segrt-demo", *, model: str = DEFAULT_MODEL, 
             eval_src = None if user_source else EVAL_SOURCE
             rep = quantize_bundle(bundle, precision, calib=calib if precision == "int8" else None,
                                   eval_source=eval_src if eval_src else (calib if precision == "fp16" else None),
-                                  calib_frames=120, eval_frames=24, progress=False)
+                                  calib_frames=calib_frames, eval_frames=eval_frames, progress=False)
             state["bundle"] = Bundle.open(bundle.path)
             acc = state["bundle"].manifest.artifacts[precision].accuracy or {}  # type: ignore[union-attr]
             return StepResult(f"quantize {precision}", "done", 0, _accuracy_text(acc),
@@ -173,7 +175,8 @@ def run_demo(out_dir: str | Path = "segrt-demo", *, model: str = DEFAULT_MODEL, 
         bundle: Bundle = Bundle.open(bundle_dir)
         have = [p for p in ("fp32", *precisions) if p in bundle.manifest.artifacts]
         result = bench_bundles([bundle.path], precisions=have, backends=("onnxruntime", "tensorrt"),
-                               iters=bench_iters, warmup=5, threads=threads, e2e=False, progress=False)
+                               iters=bench_iters, warmup=3, threads=threads, e2e=False,
+                               max_time_s=3.0, progress=False)
         bench_dir = out / "bench"
         bench_dir.mkdir(exist_ok=True)
         write_json(result, bench_dir / "bench.json")
@@ -197,6 +200,13 @@ def run_demo(out_dir: str | Path = "segrt-demo", *, model: str = DEFAULT_MODEL, 
                    "outputs": s.outputs} for s in report.steps],
     })
     return report
+
+
+def _check_source(uri: str) -> None:
+    from segrt.runtime.sources import open_source
+    src = open_source(uri)
+    src.open()
+    src.close()
 
 
 def _accuracy_text(acc: dict) -> str:
