@@ -4,8 +4,8 @@ A calibration set should cover the deployment's scenes, not the first N frames o
 of them. :class:`FrameSampler` pulls frames lazily from a :func:`open_source` URI:
 
 * file-like sources with a known length (video file, image folder, ``synthetic://``):
-  ``n`` indices spread evenly over an index range, read with ``seek`` (or sequentially
-  when the indices are dense, which is faster for video);
+  ``n`` indices spread evenly over an index range, read with ``seek`` (a video is read
+  straight through instead when the indices are dense: cheaper than seeking);
 * live sources (cameras, RTSP, ``synthetic://?live=1``): every k-th frame, k chosen so
   consecutive samples are ``live_interval_s`` apart, until ``n`` are kept;
 * near-duplicates are dropped: a frame whose 32x32 grayscale thumbnail differs from an
@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 
 from segrt.errors import CalibrationError, SegrtError, SourceError
-from segrt.runtime.sources import Frame, Source, open_source
+from segrt.runtime.sources import Frame, Source, VideoFileSource, open_source
 
 log = logging.getLogger("segrt.calibration")
 
@@ -182,8 +182,10 @@ class FrameSampler:
         wanted = even_indices(start, stop, self.n)
         if not wanted:
             return
+        # Seeking a video decodes from the previous key frame: for dense indices reading straight
+        # through is cheaper. Image folders and synthetic:// seek for free.
         dense = len(wanted) < 2 or (wanted[-1] - wanted[0]) / max(1, len(wanted) - 1) < DENSE_STEP
-        if dense or not src.supports_seek:
+        if (dense and isinstance(src, VideoFileSource)) or not src.supports_seek:
             cov.mode = "sequential"
             want = set(wanted)
             if start and src.supports_seek:

@@ -80,10 +80,21 @@ def test_index_range_restricts_sampling(tmp_path):
     assert sampler.coverage.index_range == (80, 100)
 
 
-def test_dense_indices_read_sequentially():
-    sampler = FrameSampler("synthetic://?size=64x48&frames=20&seed=1", 10)
+def test_dense_indices_of_a_video_are_read_sequentially(tmp_path):
+    path = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        writer.write(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8))
+    writer.release()
+    sampler = FrameSampler(str(path), 10)
     idx = [f.index for f in sampler]
     assert sampler.coverage.mode == "sequential" and idx == even_indices(0, 20, 10)
+    sparse = FrameSampler(str(path), 3)
+    assert [f.index for f in sparse] == even_indices(0, 20, 3) and sparse.coverage.mode == "seek"
+    # synthetic frames are a pure function of the index: always seek, never render skipped ones
+    synth = FrameSampler("synthetic://?size=64x48&frames=20&seed=1", 10)
+    assert [f.index for f in synth] == even_indices(0, 20, 10) and synth.coverage.mode == "seek"
 
 
 def test_live_source_takes_every_kth_frame():
