@@ -117,7 +117,6 @@ def test_ring_holes_show_what_is_behind():
     for index in range(0, 300, 10):
         _, label = scene.render(index)
         mask = (label == ring).astype(np.uint8)
-        n, cc = cv2.connectedComponents(mask)
         filled = mask.copy()
         contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
         cv2.drawContours(filled, contours, -1, 1, -1)

@@ -210,7 +210,7 @@ def evaluate(
     iou = iou_from_confusion(conf)
     return {
         "miou_heldout": float(np.nanmean(iou)),
-        "per_class_iou": {c: (None if math.isnan(v) else round(float(v), 4)) for c, v in zip(SYNTHETIC_CLASSES, iou)},
+        "per_class_iou": {c: (None if math.isnan(v) else round(float(v), 4)) for c, v in zip(SYNTHETIC_CLASSES, iou, strict=True)},
         "eval_seeds": [int(s) for s in seeds],
         "eval_sizes": [f"{sw}x{sh}" for sw, sh in sizes],
         "eval_frames": count,
