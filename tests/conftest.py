@@ -4,7 +4,10 @@ from __future__ import annotations
 import importlib.util
 import os
 
-import pytest
+# Before any test imports torch: spin-waiting OpenMP threads make a 2-core machine crawl.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import pytest  # noqa: E402
 
 
 def gpu_skip_reason() -> str | None:
