@@ -21,6 +21,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--max-frames", type=int, default=None, metavar="N", help="stop after N frames")
     p.add_argument("--alpha", type=float, default=0.5, metavar="A", help="overlay opacity 0..1 (default 0.5)")
     p.add_argument("--threads", type=int, default=None, metavar="N", help="inference threads (default: backend's)")
+    p.add_argument("--cuda-graph", action="store_true",
+                   help="TensorRT only: replay inference as a CUDA graph (static shapes; needs cuda-python)")
     p.add_argument("--legend", action=argparse.BooleanOptionalAction, default=True, help="draw the class legend")
     p.add_argument("--shares", action="store_true", help="show each class's share of the pixels in the legend")
     p.add_argument("--no-stats", dest="overlay_stats", action="store_false", help="no FPS/latency text on frames")
@@ -30,7 +32,16 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from segrt.runtime.pipeline import Pipeline
 
-    summary = Pipeline(args.bundle, args.source, args.sink, backend=args.backend, precision=args.precision,
+    backend = args.backend
+    if args.cuda_graph:
+        from segrt.errors import ConfigError
+        from segrt.runtime.backends.select import backend_for_bundle
+        from segrt.runtime.bundle import Bundle
+        if args.backend == "onnxruntime":
+            raise ConfigError("--cuda-graph needs the TensorRT backend", hint="drop --backend onnxruntime")
+        backend = backend_for_bundle(Bundle.open(args.bundle), backend="tensorrt", precision=args.precision,
+                                     cuda_graph=True)
+    summary = Pipeline(args.bundle, args.source, args.sink, backend=backend, precision=args.precision,
                        view=args.view, alpha=args.alpha, max_frames=args.max_frames, threads=args.threads,
                        legend=args.legend, shares=args.shares, overlay_stats=args.overlay_stats).run()
     print(summary.table(), flush=True)
