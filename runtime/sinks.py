@@ -22,6 +22,7 @@ import numpy as np
 
 from segrt.errors import SinkError
 from segrt.runtime.fsutil import write_bytes_atomic
+from segrt.runtime.lifecycle import Resource
 
 log = logging.getLogger("segrt.sink")
 
@@ -30,7 +31,7 @@ IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 URI_HELP = "display://, a video file (.mp4 .avi .mkv .mov), a folder (out/ or folder://out), an image file, null://"
 
 
-class Sink(abc.ABC):
+class Sink(Resource):
     """Consumes rendered frames. Context manager; ``frames_written`` counts what was accepted."""
 
     def __init__(self, uri: str) -> None:
@@ -40,22 +41,7 @@ class Sink(abc.ABC):
         #: set by interactive sinks (a key pressed in the window): the pipeline stops
         self.stop_requested = False
 
-    def open(self) -> "Sink":
-        if not self._opened:
-            self._open()
-            self._opened = True
-        return self
 
-    def close(self) -> None:
-        if self._opened:
-            self._opened = False
-            self._close()
-
-    def __enter__(self) -> "Sink":
-        return self.open()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def write(self, image: np.ndarray) -> None:
         if not self._opened:

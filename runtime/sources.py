@@ -35,6 +35,7 @@ import cv2
 import numpy as np
 
 from segrt.errors import SourceError
+from segrt.runtime.lifecycle import Resource
 
 log = logging.getLogger("segrt.source")
 
@@ -70,7 +71,7 @@ class Frame:
 # ------------------------------------------------------------------------------------------
 # base class
 # ------------------------------------------------------------------------------------------
-class Source(abc.ABC):
+class Source(Resource):
     """A stream of :class:`Frame`. Context manager and iterable; ``read()`` returns None at the end."""
 
     is_live: bool = False
@@ -86,24 +87,7 @@ class Source(abc.ABC):
         self.dropped_frames = 0
         self.has_labels = False
 
-    # -- life cycle --------------------------------------------------------------------
-    def open(self) -> "Source":
-        if not self._opened:
-            self._open()
-            self._opened = True
-        return self
-
-    def close(self) -> None:
-        if self._opened:
-            self._opened = False
-            self._close()
-
-    def __enter__(self) -> "Source":
-        return self.open()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
+    # -- life cycle: open/close/with come from Resource ----------------------------------
     def __iter__(self) -> Iterator[Frame]:
         while True:
             frame = self.read()

@@ -14,6 +14,7 @@ from typing import Mapping
 import numpy as np
 
 from segrt.errors import BackendError
+from segrt.runtime.lifecycle import Resource
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ class StageTimes:
         return self.h2d_ms + self.compute_ms + self.d2h_ms
 
 
-class Backend(abc.ABC):
+class Backend(Resource):
     """Run one ONNX model or engine on numpy arrays."""
 
     #: short name used by the CLI and in reports ("onnxruntime", "tensorrt")
@@ -52,28 +53,6 @@ class Backend(abc.ABC):
     def __init__(self) -> None:
         self._opened = False
         self.last_times = StageTimes()
-
-    # -- life cycle ----------------------------------------------------------------
-    def open(self) -> "Backend":
-        if not self._opened:
-            self._open()
-            self._opened = True
-        return self
-
-    def close(self) -> None:
-        if self._opened:
-            self._opened = False
-            self._close()
-
-    @property
-    def is_open(self) -> bool:
-        return self._opened
-
-    def __enter__(self) -> "Backend":
-        return self.open()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # -- inference -----------------------------------------------------------------
     def infer(self, inputs: Mapping[str, np.ndarray] | np.ndarray) -> dict[str, np.ndarray]:
@@ -96,12 +75,6 @@ class Backend(abc.ABC):
     @property
     @abc.abstractmethod
     def output_specs(self) -> tuple[TensorSpec, ...]: ...
-
-    @abc.abstractmethod
-    def _open(self) -> None: ...
-
-    @abc.abstractmethod
-    def _close(self) -> None: ...
 
     @abc.abstractmethod
     def _infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
