@@ -67,3 +67,24 @@ def test_demo_missing_camera_is_one_line(tmp_path):
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "video97" in lines[0] and "Traceback" not in proc.stderr
+
+
+def test_bench_without_matplotlib_skips_only_the_chart(tmp_path):
+    """The main README command installs no [dev] extra: a missing matplotlib must not break bench or demo."""
+    from segrt.tools.tiny_model import tiny_bundle
+    tiny_bundle(tmp_path / "tiny")
+    code = (
+        "import sys, importlib.abc\n"
+        "class B(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, n, p=None, t=None):\n"
+        "        if n.split('.')[0] == 'matplotlib': raise ImportError('blocked')\n"
+        "sys.meta_path.insert(0, B())\n"
+        "import importlib.util\n"
+        "importlib.util.find_spec = (lambda f: (lambda n, *a: None if n == 'matplotlib' else f(n, *a)))(importlib.util.find_spec)\n"
+        "from segrt.tools.cli import main\n"
+        f"sys.exit(main(['bench', r'{tmp_path / 'tiny'}', '--iters', '3', '--warmup', '1', '--no-e2e', "
+        f"'--no-progress', '--out', r'{tmp_path / 'out'}']))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "chart skipped: matplotlib is not installed" in proc.stdout
+    assert (tmp_path / "out" / "bench.json").is_file() and not (tmp_path / "out" / "bench.png").exists()

@@ -39,8 +39,8 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from segrt.tools.bench import bench_bundles, parse_size
-    from segrt.tools.report import (compare, environment_differences, format_comparison, format_table,
-                                    load_json, write_all)
+    from segrt.tools.report import (chart_unavailable_reason, compare, environment_differences,
+                                    format_comparison, format_table, load_json, write_all)
 
     # read the baseline first: a wrong path fails now, not after minutes of measuring
     baseline = load_json(args.compare) if args.compare else None
@@ -51,6 +51,8 @@ def run(args: argparse.Namespace) -> int:
     print(format_table(result))
     paths = write_all(result, args.out)
     print("\nwrote " + ", ".join(str(p) for p in paths.values()))
+    if chart_unavailable_reason():
+        print(chart_unavailable_reason())
     if baseline is None:
         return 0
     comparisons = compare(result, baseline)

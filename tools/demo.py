@@ -171,21 +171,20 @@ def run_demo(out_dir: str | Path = "segrt-demo", *, model: str = DEFAULT_MODEL, 
 
     def bench_step() -> StepResult:
         from segrt.tools.bench import bench_bundles
-        from segrt.tools.report import format_table, write_chart, write_csv, write_json
+        from segrt.tools.report import format_table, write_all
         bundle: Bundle = Bundle.open(bundle_dir)
         have = [p for p in ("fp32", *precisions) if p in bundle.manifest.artifacts]
         result = bench_bundles([bundle.path], precisions=have, backends=("onnxruntime", "tensorrt"),
                                iters=bench_iters, warmup=3, threads=threads, e2e=False,
                                max_time_s=3.0, progress=False)
-        bench_dir = out / "bench"
-        bench_dir.mkdir(exist_ok=True)
-        write_json(result, bench_dir / "bench.json")
-        write_csv(result, bench_dir / "bench.csv")
-        write_chart(result, bench_dir / "bench.png")
+        paths = write_all(result, out / "bench")
         report.bench_table = format_table(result)
         echo(report.bench_table)
-        return StepResult("benchmark", "done", 0, f"{len(have)} precisions on ONNX Runtime",
-                          {"bench json": str(bench_dir / "bench.json"), "bench chart": str(bench_dir / "bench.png")})
+        outputs = {"bench json": str(paths["json"]), "bench csv": str(paths["csv"])}
+        if "png" in paths:
+            outputs["bench chart"] = str(paths["png"])
+        detail = f"{len(have)} precisions on ONNX Runtime" + ("" if "png" in paths else " (no chart: matplotlib missing)")
+        return StepResult("benchmark", "done", 0, detail, outputs)
 
     _step(report, "export", export_step, echo)
     for p in precisions:

@@ -197,6 +197,14 @@ def write_csv(result: BenchResult, path: str | os.PathLike[str]) -> Path:
 STAGE_COLOURS = {"pre": "#4C72B0", "h2d": "#DD8452", "compute": "#55A868", "d2h": "#C44E52", "post": "#8172B2"}
 
 
+def chart_unavailable_reason() -> str | None:
+    """Why no PNG can be drawn here (matplotlib is an optional extra), or None."""
+    import importlib.util
+    if importlib.util.find_spec("matplotlib") is None:
+        return "chart skipped: matplotlib is not installed (pip install matplotlib, or segrt[bench])"
+    return None
+
+
 def write_chart(result: BenchResult, path: str | os.PathLike[str]) -> Path:
     """PNG: inference p50 by model × precision/backend (whisker to p90; log scale when the
     models span more than 30×), and per-stage stacked bars of one camera frame
@@ -284,8 +292,9 @@ def write_all(result: BenchResult, out_dir: str | os.PathLike[str], stem: str = 
 
     out = ensure_writable_dir(out_dir)
     paths = {"json": write_json(result, out / f"{stem}.json"),
-             "csv": write_csv(result, out / f"{stem}.csv"),
-             "png": write_chart(result, out / f"{stem}.png")}
+             "csv": write_csv(result, out / f"{stem}.csv")}
+    if chart_unavailable_reason() is None:
+        paths["png"] = write_chart(result, out / f"{stem}.png")
     table = out / f"{stem}.txt"
     write_bytes_atomic(table, (format_table(result) + "\n").encode())
     paths["table"] = table
