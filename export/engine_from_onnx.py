@@ -5,7 +5,7 @@ module only translates a :class:`~segrt.export.trt_plan.BuildPlan` into
 TensorRT calls, in small functions each marked with the code path it belongs to
 (``TRT_PATHS`` below says which TensorRT releases each path claims; the binding
 conformance test checks every TensorRT name used here against NVIDIA's compiled
-bindings of those releases):
+bindings of those releases). None of it has run on a GPU yet. The paths:
 
 * ``strongly_typed``  the default on every version: precision comes from the ONNX.
 * ``legacy_calibrator``  TensorRT 10.x only: weak typing, FP16/INT8 builder flags,

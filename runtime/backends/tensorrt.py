@@ -1,8 +1,9 @@
 """TensorRT backend: deserialize a plan, run it with ``execute_async_v3`` on one CUDA stream.
 
 Same interface as the ONNX Runtime backend (:class:`~segrt.runtime.backends.base.Backend`).
-Works unchanged on TensorRT 10.x and 11.x (the runtime API did not change; see
-``TRT_PATHS`` and the binding conformance test).
+Written for TensorRT 10.x and 11.x alike: every TensorRT name it uses exists in the
+compiled bindings of 10.3, 10.16 and 11.4 (``TRT_PATHS`` and the binding conformance
+test). It has never run: no GPU was available while it was written.
 
 Memory: at ``open()`` every input is set to its profile MAX, the output shapes
 are read back, and one page-locked host buffer plus one device buffer per I/O
@@ -71,8 +72,6 @@ class TensorRTBackend(Backend):
         self._host: dict[str, np.ndarray] = {}
         self._dev: dict[str, cuda_pycuda.DeviceBuffer] = {}
         self._cur_shape: dict[str, tuple[int, ...]] = {}
-        self._inputs: tuple[TensorSpec, ...] = ()
-        self._outputs: tuple[TensorSpec, ...] = ()
         self._events: tuple = ()
         self._graph = None
         self._warm = False
@@ -172,15 +171,6 @@ class TensorRTBackend(Backend):
             self._stream, self._events, self._graph = None, (), None
         self._warm = False
         self._ctx = None
-
-    # -- specs ---------------------------------------------------------------------
-    @property
-    def input_specs(self) -> tuple[TensorSpec, ...]:
-        return self._inputs
-
-    @property
-    def output_specs(self) -> tuple[TensorSpec, ...]:
-        return self._outputs
 
     # -- inference -----------------------------------------------------------------
     def _infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
