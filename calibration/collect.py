@@ -328,6 +328,12 @@ def _session(model: onnx.ModelProto, threads: int | None):
     return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
 
 
+def _require_frames(frames: int) -> None:
+    if not frames:
+        raise CalibrationError("calibration received no frames",
+                               hint="check the --calib source; calibration never falls back to random data")
+
+
 def calibrate_ranges(model: onnx.ModelProto, feeds: Iterable[Mapping[str, np.ndarray]], tensors: Sequence[str], *,
                      method: str = "minmax", percentile: float = DEFAULT_PERCENTILE, threads: int | None = None,
                      on_frame: Callable[[], None] | None = None, input_shape: Sequence[int] | None = None,
@@ -354,9 +360,7 @@ def calibrate_ranges(model: onnx.ModelProto, feeds: Iterable[Mapping[str, np.nda
             frames += 1
             if on_frame:
                 on_frame()
-        if not frames:
-            raise CalibrationError("calibration received no frames",
-                                   hint="check the --calib source; calibration never falls back to random data")
+        _require_frames(frames)
         amax = np.maximum(np.abs(lo), np.abs(hi))
         if not np.all(np.isfinite(amax)):
             bad = [t for t, a in zip(tensors, amax) if not np.isfinite(a)][:3]
@@ -385,9 +389,7 @@ def calibrate_ranges(model: onnx.ModelProto, feeds: Iterable[Mapping[str, np.nda
         frames += 1
         if on_frame:
             on_frame()
-    if not frames:
-        raise CalibrationError("calibration received no frames",
-                               hint="check the --calib source; calibration never falls back to random data")
+    _require_frames(frames)
     if method == "entropy":
         amax = {t: h.entropy_amax() for t, h in hists.items()}
     else:

@@ -15,10 +15,10 @@ from typing import Callable, Sequence
 import cv2
 import numpy as np
 import onnx
-
 from segrt.calibration.gate import ConfusionMatrix
 from segrt.calibration.sampling import Coverage, FrameSampler
 from segrt.errors import BackendError, CalibrationError
+from segrt.runtime.backends.onnxruntime import ORT_DISABLED_OPTIMIZERS
 from segrt.runtime.manifest import Manifest
 from segrt.runtime.postprocess import mask_from_outputs
 from segrt.runtime.preprocess import Letterbox, Preprocessor
@@ -82,14 +82,6 @@ def collect_eval_set(manifest: Manifest, uri: str, frames: int, *, index_range: 
         raise CalibrationError(f"evaluation source {uri} delivered no frames",
                                hint="pass a readable --eval source (video, image folder, camera, synthetic://)")
     return EvalSet(inputs, labels, sampler.coverage, manifest.input.name)
-
-
-# ONNX Runtime's CPU graph optimizer "WeightBiasQuantization" (ORT >= 1.2x) rewrites a float
-# conv bias behind Q/DQ into an int32 bias with scale = input_scale * weight_scale, computed
-# in the scales' type. With FP16 scales (our INT8 + FP16-remainder graphs) that product
-# underflows to 0 and the bias becomes inf/garbage: every pixel changes class. TensorRT never
-# runs that pass; ONNX Runtime must not either for these graphs.
-ORT_DISABLED_OPTIMIZERS = ("WeightBiasQuantization",)
 
 
 def session(model: onnx.ModelProto | bytes | str, threads: int | None = None):

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from segrt.errors import BundleError, ManifestError
-from segrt.runtime.fsutil import sha256_file, write_json_atomic
+from segrt.runtime.fsutil import atomic_path, sha256_file, write_json_atomic
 from segrt.runtime.manifest import Artifact, Manifest
 
 MANIFEST_NAME = "segrt.json"
@@ -87,6 +87,15 @@ class Bundle:
         art = Artifact(precision=precision, path=rel, sha256=sha256_file(path), **fields)
         self.update(self.manifest.with_artifact(art))
         return art
+
+    def save_onnx(self, precision: str, model, **fields) -> Artifact:
+        """Write an ``onnx.ModelProto`` as this bundle's ``precision`` model (atomically) and register it."""
+        import onnx  # a runtime dependency, but only writers need it
+
+        target = self.path / onnx_filename(precision)
+        with atomic_path(target) as tmp:
+            onnx.save(model, str(tmp))
+        return self.register_onnx(precision, target, **fields)
 
     def __repr__(self) -> str:
         return f"Bundle({str(self.path)!r}, name={self.manifest.name!r})"

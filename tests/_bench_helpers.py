@@ -12,8 +12,7 @@ from pathlib import Path
 
 import onnx
 
-from segrt.runtime.bundle import Bundle, onnx_filename
-from segrt.runtime.fsutil import atomic_path
+from segrt.runtime.bundle import Bundle
 from segrt.runtime.manifest import ShapeRange
 from segrt.tools.tiny_model import tiny_bundle, tiny_manifest, tiny_segmentation_onnx
 
@@ -37,10 +36,7 @@ def dynamic_bundle(path: Path, opt: tuple[int, int] = (32, 48), lo: tuple[int, i
     manifest = manifest.replace(input=dataclasses.replace(
         manifest.input, dynamic=ShapeRange((1, *lo), (1, *opt), (1, *hi))))
     bundle = Bundle.create(path, manifest)
-    target = path / onnx_filename("fp32")
-    with atomic_path(target) as tmp:
-        onnx.save(model, str(tmp))
-    bundle.register_onnx("fp32", target)
+    bundle.save_onnx("fp32", model)
     return bundle
 
 
@@ -53,8 +49,5 @@ def batched_bundle(path: Path, batch: int = 2, height: int = 32, width: int = 48
     manifest = tiny_manifest(height, width, name=f"tiny_b{batch}")
     manifest = manifest.replace(input=dataclasses.replace(manifest.input, batch=batch))
     bundle = Bundle.create(path, manifest)
-    target = path / onnx_filename("fp32")
-    with atomic_path(target) as tmp:
-        onnx.save(model, str(tmp))
-    bundle.register_onnx("fp32", target)
+    bundle.save_onnx("fp32", model)
     return bundle

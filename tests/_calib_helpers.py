@@ -13,8 +13,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from segrt.runtime.bundle import Bundle, onnx_filename
-from segrt.runtime.fsutil import atomic_path
+from segrt.runtime.bundle import Bundle
 from segrt.runtime.manifest import InputSpec, Manifest, OutputSpec, PreprocessSpec, default_palette
 
 MEAN = (123.675, 116.28, 103.53)
@@ -105,10 +104,7 @@ def colour_bundle(path: str | Path, height: int = 48, width: int = 64, *, sensit
     """A complete FP32 bundle of the colour net."""
     path = Path(path)
     bundle = Bundle.create(path, colour_manifest(height, width))
-    target = path / onnx_filename("fp32")
-    with atomic_path(target) as tmp:
-        onnx.save(colour_net_onnx(height, width, sensitive=sensitive), str(tmp))
-    bundle.register_onnx("fp32", target)
+    bundle.save_onnx("fp32", colour_net_onnx(height, width, sensitive=sensitive))
     return bundle
 
 

@@ -143,10 +143,7 @@ def instances_bundle(path: str | Path, height: int, width: int, boxes: Sequence[
         preprocess=PreprocessSpec(resize="letterbox"),
         output=OutputSpec(kind="instances", names=("boxes", "labels", "scores", "masks"), num_classes=len(classes)))
     bundle = Bundle.create(path, manifest)
-    target = path / onnx_filename("fp32")
-    with atomic_path(target) as tmp:
-        onnx.save(model, str(tmp))
-    bundle.register_onnx("fp32", target)
+    bundle.save_onnx("fp32", model)
     return bundle
 
 

@@ -153,15 +153,10 @@ def _fp16_onnx(bundle) -> tuple[str, str]:
     import onnx
 
     from segrt.calibration.fp16 import fp16_onnx_from_fp32
-    from segrt.runtime.bundle import onnx_filename
-    from segrt.runtime.fsutil import atomic_path
 
     model = fp16_onnx_from_fp32(onnx.load(os.fspath(bundle.onnx_path("fp32"))))
-    target = bundle.path / onnx_filename("fp16")
-    with atomic_path(target) as tmp:
-        onnx.save(model, os.fspath(tmp))
-    bundle.register_onnx("fp16", target, details={"made_by": "segrt doctor"})
-    return PASS, f"made {target.name}"
+    art = bundle.save_onnx("fp16", model, details={"made_by": "segrt doctor"})
+    return PASS, f"made {art.path}"
 
 
 def _int8_onnx(bundle, frames: list[np.ndarray]) -> tuple[str, str]:
@@ -173,19 +168,14 @@ def _int8_onnx(bundle, frames: list[np.ndarray]) -> tuple[str, str]:
 
     from segrt.calibration.collect import calibrate_ranges, tensors_to_calibrate
     from segrt.calibration.qdq import DEFAULT_QUANT_OPS, int8_onnx_from_fp32, prepare_fp32
-    from segrt.runtime.bundle import onnx_filename
-    from segrt.runtime.fsutil import atomic_path
 
     fp32, _ = prepare_fp32(onnx.load(os.fspath(bundle.onnx_path("fp32"))))
     name = bundle.manifest.input.name
     ranges = calibrate_ranges(fp32, ({name: f} for f in frames), tensors_to_calibrate(fp32, DEFAULT_QUANT_OPS))
     model = int8_onnx_from_fp32(fp32, ranges, remainder="fp32")
-    target = bundle.path / onnx_filename("int8")
-    with atomic_path(target) as tmp:
-        onnx.save(model, os.fspath(tmp))
-    bundle.register_onnx("int8", target, details={"made_by": "segrt doctor", "calibration_frames": len(frames)})
+    art = bundle.save_onnx("int8", model, details={"made_by": "segrt doctor", "calibration_frames": len(frames)})
     qdq = sum(1 for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear"))
-    return PASS, f"made {target.name} ({qdq} Q/DQ nodes, {len(frames)} calibration frames)"
+    return PASS, f"made {art.path} ({qdq} Q/DQ nodes, {len(frames)} calibration frames)"
 
 
 def selftest(workdir: str | os.PathLike[str] | None = None, *, echo: Callable[[str], None] | None = None,

@@ -14,8 +14,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from segrt.runtime.bundle import Bundle, onnx_filename
-from segrt.runtime.fsutil import atomic_path
+from segrt.runtime.bundle import Bundle
 from segrt.runtime.manifest import InputSpec, Manifest, OutputSpec, PreprocessSpec, default_palette
 
 TINY_CLASSES = ("background", "red", "green", "blue")
@@ -103,8 +102,5 @@ def tiny_bundle(path: str | os.PathLike[str], height: int = 32, width: int = 48,
     """Write the tiny model as a complete FP32 bundle at ``path``."""
     path = Path(path)
     bundle = Bundle.create(path, tiny_manifest(height, width, fused=fused))
-    target = path / onnx_filename("fp32")
-    with atomic_path(target) as tmp:
-        onnx.save(tiny_segmentation_onnx(height, width, fused=fused), str(tmp))
-    bundle.register_onnx("fp32", target)
+    bundle.save_onnx("fp32", tiny_segmentation_onnx(height, width, fused=fused))
     return bundle

@@ -53,6 +53,8 @@ class Backend(Resource):
     def __init__(self) -> None:
         self._opened = False
         self.last_times = StageTimes()
+        self._inputs: tuple[TensorSpec, ...] = ()
+        self._outputs: tuple[TensorSpec, ...] = ()
 
     # -- inference -----------------------------------------------------------------
     def infer(self, inputs: Mapping[str, np.ndarray] | np.ndarray) -> dict[str, np.ndarray]:
@@ -69,12 +71,14 @@ class Backend(Resource):
         return self._infer(inputs)
 
     @property
-    @abc.abstractmethod
-    def input_specs(self) -> tuple[TensorSpec, ...]: ...
+    def input_specs(self) -> tuple[TensorSpec, ...]:
+        """The graph's inputs; ``_open`` fills ``self._inputs``."""
+        return self._inputs
 
     @property
-    @abc.abstractmethod
-    def output_specs(self) -> tuple[TensorSpec, ...]: ...
+    def output_specs(self) -> tuple[TensorSpec, ...]:
+        """The graph's outputs; ``_open`` fills ``self._outputs``."""
+        return self._outputs
 
     @abc.abstractmethod
     def _infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...

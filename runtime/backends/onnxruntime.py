@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
-
 from segrt.errors import BackendError, BackendUnavailableError
 from segrt.runtime.backends.base import Backend, TensorSpec
 
@@ -20,6 +19,11 @@ _ORT_DTYPES = {
     "tensor(int64)": np.int64,
     "tensor(bool)": np.bool_,
 }
+# "WeightBiasQuantization" turns a float conv bias behind Q/DQ into an int32 bias with
+# scale = input_scale * weight_scale computed in the scales' dtype; with the FP16 scales of
+# segrt's INT8 graphs that underflows to 0 and every output is garbage (ORT 1.32). TensorRT
+# never runs it; a no-op for graphs without Q/DQ. Every session on a segrt artifact uses this.
+ORT_DISABLED_OPTIMIZERS = ("WeightBiasQuantization",)
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 
 
@@ -76,8 +80,6 @@ class OnnxRuntimeBackend(Backend):
         self.optimization = optimization
         self.spinning = spinning
         self._session = None
-        self._inputs: tuple[TensorSpec, ...] = ()
-        self._outputs: tuple[TensorSpec, ...] = ()
         self._output_names: list[str] = []
 
     def _open(self) -> None:
@@ -100,12 +102,8 @@ class OnnxRuntimeBackend(Backend):
         so.add_session_config_entry("session.inter_op.allow_spinning", spin)
         providers = choose_providers(self.requested_providers, available_providers())
         try:
-            # "WeightBiasQuantization" turns a float conv bias behind Q/DQ into an int32 bias with
-            # scale = input_scale * weight_scale computed in the scales' dtype; with the FP16 scales
-            # of segrt's INT8 graphs that underflows to 0 and every output is garbage (ORT 1.32).
-            # TensorRT never runs it; a no-op for graphs without Q/DQ.
             self._session = ort.InferenceSession(str(self.onnx_path), sess_options=so, providers=providers,
-                                                 disabled_optimizers=["WeightBiasQuantization"])
+                                                 disabled_optimizers=list(ORT_DISABLED_OPTIMIZERS))
         except Exception as exc:  # ORT raises its own non-exported exception types
             raise BackendError(f"ONNX Runtime cannot load {self.onnx_path}: {str(exc).splitlines()[0]}",
                                hint="the file may be corrupt or truncated; re-export the bundle") from exc
@@ -121,13 +119,6 @@ class OnnxRuntimeBackend(Backend):
     def _close(self) -> None:
         self._session = None
 
-    @property
-    def input_specs(self) -> tuple[TensorSpec, ...]:
-        return self._inputs
-
-    @property
-    def output_specs(self) -> tuple[TensorSpec, ...]:
-        return self._outputs
 
     @property
     def providers(self) -> list[str]:
