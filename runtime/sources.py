@@ -26,7 +26,6 @@ import os
 import re
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol
 from urllib.parse import parse_qsl, urlsplit
@@ -36,6 +35,7 @@ import numpy as np
 
 from segrt.errors import SourceError
 from segrt.runtime.lifecycle import Resource
+from segrt.runtime.synthetic import resize_label
 
 log = logging.getLogger("segrt.source")
 
@@ -52,20 +52,46 @@ URI_HELP = ("a video file, an image, a folder or glob of images, 0 or /dev/video
 MAX_CONSECUTIVE_BAD_FRAMES = 25
 
 
-@dataclass(slots=True)
 class Frame:
     """One captured frame.
 
     ``image`` is HxWx3 uint8 BGR, ``index`` the frame's position in its source
     (for a live source the capture sequence number, so gaps show dropped frames),
     ``timestamp`` the ``time.perf_counter()`` at capture (for end-to-end latency),
-    ``label`` an HxW uint8 class-id mask when the source has ground truth.
+    ``label`` an HxW uint8 class-id mask when the source has ground truth, else None.
+
+    A source may hand over the ground truth as ``label_fn``, a function that makes it: it then
+    runs on the first read of ``label`` only (the synthetic scene resizes its labels to the
+    frame size that way, and a pipeline that never scores a frame never pays for it).
     """
 
-    image: np.ndarray
-    index: int
-    timestamp: float
-    label: np.ndarray | None = None
+    __slots__ = ("image", "index", "timestamp", "_label", "_label_fn")
+
+    def __init__(self, image: np.ndarray, index: int, timestamp: float, label: np.ndarray | None = None,
+                 label_fn: Callable[[], np.ndarray] | None = None) -> None:
+        self.image = image
+        self.index = index
+        self.timestamp = timestamp
+        self._label = label
+        self._label_fn = label_fn if label is None else None
+
+    @property
+    def label(self) -> np.ndarray | None:
+        if self._label_fn is not None:
+            self._label, self._label_fn = self._label_fn(), None
+        return self._label
+
+    @label.setter
+    def label(self, value: np.ndarray | None) -> None:
+        self._label, self._label_fn = value, None
+
+    def __repr__(self) -> str:
+        return f"Frame(index={self.index}, image={self.image.shape}, label={'yes' if self.has_label else 'no'})"
+
+    @property
+    def has_label(self) -> bool:
+        """Whether ground truth is available (without making it)."""
+        return self._label is not None or self._label_fn is not None
 
 
 # ------------------------------------------------------------------------------------------
@@ -413,8 +439,14 @@ class SyntheticSource(Source):
     def _read(self) -> Frame | None:
         if self._frame_count is not None and self._pos >= self._frame_count:
             return None
-        img, label = self._scene.render(self._pos)
-        frame = Frame(img, self._pos, time.perf_counter(), label)
+        w, h = self._size
+        img = np.empty((h, w, 3), np.uint8)
+        drawn = self._scene.render_into(self._pos, img)
+        if drawn.shape == (h, w):
+            frame = Frame(img, self._pos, time.perf_counter(), drawn)
+        else:
+            frame = Frame(img, self._pos, time.perf_counter(),
+                          label_fn=lambda: resize_label(drawn, w, h))
         self._pos += 1
         return frame
 
@@ -583,7 +615,8 @@ class PacedSyntheticCapture:
         delay = due - time.perf_counter()
         if delay > 0:
             time.sleep(delay)
-        img, _ = self._scene.render(self._i)
+        img = np.empty((int(self._config.height), int(self._config.width), 3), np.uint8)
+        self._scene.render_into(self._i, img)  # a camera has no ground truth
         self._i += 1
         return True, img
 

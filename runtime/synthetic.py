@@ -22,7 +22,11 @@ shapes in the same places.
 
 Speed: the background, the noise and the per-class texture tiles are rendered once per scene;
 a frame is a crop of the background, a few ROI-sized warps and masked copies, one gain multiply,
-an optional box blur and one noise add, all in OpenCV. No torch here: the runtime never imports it.
+an optional box blur and one noise add, all in OpenCV. Frames taller than 720 rows are drawn at
+half size and resized bilinearly (``detail=1`` draws them at full size): a 1080p frame costs
+about 5 ms on one core instead of 16, which matters because the source shares the CPU with
+inference in every benchmark. Ground truth comes back at the drawing size and is resized to
+the frame only when asked for. No torch here: the runtime never imports it.
 
 A scene instance serialises :meth:`SyntheticScene.render_into` with a lock (it reuses scratch
 buffers); use one instance per thread for parallel rendering.
@@ -32,7 +36,7 @@ from __future__ import annotations
 import math
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from urllib.parse import parse_qsl
 
 import cv2
@@ -73,6 +77,7 @@ _FAMILIES: dict[int, dict] = {
 
 _AREA_SCALE = {1: 0.9, 2: 1.05, 3: 1.3, 4: 1.05, 5: 1.05}
 
+_FULL_DETAIL_ROWS = 720  # auto detail: frames taller than this are drawn at half size
 _NOISE_MARGIN = 64  # the noise bank is larger than a frame by this; a frame takes a random crop
 _PATCH_CACHE = 64  # object texture patches kept (an object lives for many frames)
 
@@ -85,6 +90,9 @@ class SyntheticConfig:
     any non-negative index. ``noise`` is the sensor-noise standard deviation on the 0..255 scale,
     ``blur`` the fraction of frames that are motion- or defocus-blurred, ``clutter`` the number
     of background clutter items, ``objects`` the number of foreground objects alive at a time.
+    ``detail`` is the scale the scene is drawn at before a bilinear resize to the frame size
+    (0 = auto: full up to 720 rows, half above; 1 = always full; 0.25..1 otherwise); sensor
+    noise is drawn at that scale too, with its strength matched after the resize.
     """
 
     width: int = 1280
@@ -96,6 +104,7 @@ class SyntheticConfig:
     noise: float = 4.0
     blur: float = 0.25
     clutter: int = 24
+    detail: float = 0.0
 
     def __post_init__(self) -> None:
         def check_int(name: str, lo: int, hi: int) -> None:
@@ -121,15 +130,30 @@ class SyntheticConfig:
         check_float("noise", 0.0, 64.0)
         check_float("blur", 0.0, 1.0)
         check_int("clutter", 0, 1000)
+        check_float("detail", 0.0, 1.0)
+        if 0.0 < self.detail < 0.25:
+            raise ConfigError(f"synthetic: detail={self.detail} must be 0 (auto) or between 0.25 and 1")
+
+    @property
+    def draw_size(self) -> tuple[int, int]:
+        """(width, height) the scene is drawn at before it is scaled to the frame size.
+
+        ``detail=0`` (auto) draws frames up to 720 rows at full size and larger frames at half
+        size: a 1080p frame then costs about a quarter of the drawing, and a bilinear upscale.
+        """
+        scale = self.detail or (1.0 if self.height <= _FULL_DETAIL_ROWS else 0.5)
+        if scale >= 1.0:
+            return self.width, self.height
+        return max(32, int(round(self.width * scale))), max(32, int(round(self.height * scale)))
 
 
-_QUERY_KEYS = ("size", "width", "height", "fps", "frames", "seed", "objects", "noise", "blur", "clutter")
+_QUERY_KEYS = ("size", "width", "height", "fps", "frames", "seed", "objects", "noise", "blur", "clutter", "detail")
 
 
 def synthetic_config_from_query(query: str) -> SyntheticConfig:
     """Parse ``"size=1920x1080&fps=30&frames=300&seed=0"`` (a leading ``?`` is allowed).
 
-    Keys: size (WxH), width, height, fps, frames, seed, objects, noise, blur, clutter. Unknown
+    Keys: size (WxH), width, height, fps, frames, seed, objects, noise, blur, clutter, detail. Unknown
     keys, repeated keys and malformed values raise :class:`ConfigError` naming the key.
     """
     query = query.lstrip("?")
@@ -208,6 +232,15 @@ def _value_noise(rng: np.random.Generator, h: int, w: int, octaves: tuple[int, .
     acc /= total
     lo, hi = float(acc.min()), float(acc.max())
     return (acc - lo) / max(hi - lo, 1e-6)
+
+
+def _resize_noise_gain(sx: float, sy: float) -> float:
+    """1 / (std of unit white noise after a bilinear resize by 1/sx, 1/sy), measured once."""
+    if sx >= 1.0 and sy >= 1.0:
+        return 1.0
+    field = np.random.default_rng(0).standard_normal((256, 256)).astype(np.float32)
+    up = cv2.resize(field, (int(round(256 / sx)), int(round(256 / sy))), interpolation=cv2.INTER_LINEAR)
+    return float(1.0 / up[8:-8, 8:-8].std())
 
 
 # --------------------------------------------------------------------------------------------
@@ -307,9 +340,13 @@ class SyntheticScene:
         if not isinstance(config, SyntheticConfig):
             raise ConfigError(f"SyntheticScene needs a SyntheticConfig, got {type(config).__name__}")
         self.config = config
+        # Everything is drawn at draw_size (geometry is resolution independent), then resized.
+        dw, dh = config.draw_size
+        self._cfg = replace(config, width=dw, height=dh, detail=1.0)
+        self._scaled = (dw, dh) != (config.width, config.height)
         self.classes = SYNTHETIC_CLASSES
         self.palette = SYNTHETIC_PALETTE
-        h, w = config.height, config.width
+        h, w = dh, dw
         self._px = h / 1080.0  # pixel scale relative to the 1080p design resolution
         self._margin = max(4, int(round(0.05 * h)))  # camera pan range around the background
         self._background = self._make_background()
@@ -317,6 +354,9 @@ class SyntheticScene:
         # Scratch buffers reused by every frame (guarded by the lock).
         self._mask = np.zeros((h, w), np.uint8)
         self._gain = np.empty((h, w, 3), np.uint8)
+        self._label = np.zeros((h, w), np.uint8)
+        self._canvas = np.empty((h, w, 3), np.uint8) if self._scaled else None
+        self._objects: OrderedDict[tuple[int, int], _Object] = OrderedDict()
         self._lock = threading.Lock()
         self._patches: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
         scene = _rng(config.seed, _SALT_SCENE)
@@ -330,7 +370,7 @@ class SyntheticScene:
     # ---------------------------------------------------------------- scene construction
 
     def _make_background(self) -> np.ndarray:
-        cfg = self.config
+        cfg = self._cfg
         rng = _rng(cfg.seed, _SALT_BACKGROUND)
         m = self._margin
         h, w = cfg.height + 2 * m, cfg.width + 2 * m
@@ -379,13 +419,15 @@ class SyntheticScene:
         return bg
 
     def _make_noise(self) -> np.ndarray | None:
-        cfg = self.config
+        cfg = self._cfg
         if cfg.noise <= 0:
             return None
         rng = _rng(cfg.seed, _SALT_NOISE)
         shape = (cfg.height + _NOISE_MARGIN, cfg.width + _NOISE_MARGIN, 3)
         noise = rng.standard_normal(shape, dtype=np.float32)
-        noise *= cfg.noise
+        # Noise drawn before the resize to the frame size is smoothed by it: draw it stronger
+        # so its standard deviation in the delivered frame is still ``config.noise``.
+        noise *= cfg.noise * _resize_noise_gain(cfg.width / self.config.width, cfg.height / self.config.height)
         noise += 128.0
         return np.clip(noise, 0, 255).astype(np.uint8)
 
@@ -394,8 +436,19 @@ class SyntheticScene:
     def _object(self, slot: int, t: float) -> _Object:
         period = float(self._slot_period[slot])
         epoch = int(math.floor((t + self._slot_phase[slot]) / period))
+        obj = self._objects.get((slot, epoch))
+        if obj is None:
+            obj = self._objects[(slot, epoch)] = self._new_object(slot, epoch, period)
+            while len(self._objects) > _PATCH_CACHE:
+                self._objects.popitem(last=False)
+        else:
+            self._objects.move_to_end((slot, epoch))
+        return obj
+
+    def _new_object(self, slot: int, epoch: int, period: float) -> _Object:
+        """The object living in ``slot`` during ``epoch`` (a pure function of the scene and both)."""
         t0 = epoch * period - float(self._slot_phase[slot])
-        rng = _rng(self.config.seed, _SALT_OBJECT, slot, epoch)
+        rng = _rng(self._cfg.seed, _SALT_OBJECT, slot, epoch)
         # The first slots hold one class each (in a per-seed order) so that every class is in
         # every stretch of a few seconds when objects >= 5; further slots pick at random.
         n_fg = len(self._class_perm)
@@ -404,7 +457,7 @@ class SyntheticScene:
         # Size in fractions of the frame height, scaled per class so that each class covers a
         # similar pixel area on average (a triangle fills less of its circle than a disc).
         radius = float(rng.uniform(0.11, 0.26)) * _AREA_SCALE[cls]
-        aspect = self.config.width / self.config.height
+        aspect = self._cfg.width / self._cfg.height
         # Enter through one edge, leave through another; the margin keeps the object fully
         # outside at the epoch boundaries, so nothing pops in or out of view.
         out = radius * 1.5
@@ -445,7 +498,7 @@ class SyntheticScene:
             self._patches.move_to_end(key)
             return patch
         fam = _FAMILIES[obj.cls]
-        rng = _rng(self.config.seed, _SALT_OBJECT + 100, *obj.key)
+        rng = _rng(self._cfg.seed, _SALT_OBJECT + 100, *obj.key)
         hue = rng.uniform(*fam["hue"])
         sat = rng.uniform(*fam["sat"])
         val = rng.uniform(*fam["val"])
@@ -467,7 +520,7 @@ class SyntheticScene:
         return patch
 
     def _draw_object(self, obj: _Object, t: float, image: np.ndarray, label: np.ndarray) -> None:
-        cfg = self.config
+        cfg = self._cfg
         h, w = cfg.height, cfg.width
         u = (t - obj.t0) / obj.duration
         sx, sy = obj.start
@@ -515,71 +568,92 @@ class SyntheticScene:
     # ---------------------------------------------------------------- per-frame pipeline
 
     def render(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """Frame ``index`` as ``(HxWx3 uint8 BGR image, HxW uint8 label)``."""
-        image = np.empty((self.config.height, self.config.width, 3), np.uint8)
-        label = np.empty((self.config.height, self.config.width), np.uint8)
+        """Frame ``index`` as ``(HxWx3 uint8 BGR image, HxW uint8 label)`` at the frame size."""
+        w, h = self.config.width, self.config.height
+        image = np.empty((h, w, 3), np.uint8)
+        label = np.empty((h, w), np.uint8)
         self.render_into(index, image, label)
         return image, label
 
-    def render_into(self, index: int, image: np.ndarray, label: np.ndarray) -> None:
-        """Render frame ``index`` into caller-owned buffers (C-contiguous uint8, HxWx3 and HxW)."""
-        cfg = self.config
-        h, w = cfg.height, cfg.width
+    def render_into(self, index: int, image: np.ndarray, label: np.ndarray | None = None) -> np.ndarray:
+        """Render frame ``index`` into caller-owned buffers (C-contiguous uint8, HxWx3 and HxW).
+
+        Returns the ground truth at the drawing size (``config.draw_size``) as a new array;
+        ``label``, when given, also receives it at the frame size. A caller that may never
+        need the ground truth passes no ``label`` and resizes the returned one on demand
+        with :func:`resize_label` (the pipeline does: most frames are never scored).
+        """
+        w, h = self.config.width, self.config.height
         if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or index < 0:
             raise IndexError(f"synthetic: frame index must be a non-negative integer, got {index!r}")
         if image.shape != (h, w, 3) or image.dtype != np.uint8 or not image.flags.c_contiguous:
             raise ValueError(f"synthetic: image buffer must be C-contiguous uint8 {(h, w, 3)}")
-        if label.shape != (h, w) or label.dtype != np.uint8 or not label.flags.c_contiguous:
+        if label is not None and (label.shape != (h, w) or label.dtype != np.uint8 or not label.flags.c_contiguous):
             raise ValueError(f"synthetic: label buffer must be C-contiguous uint8 {(h, w)}")
+        with self._lock:
+            canvas = self._canvas if self._scaled else image
+            self._draw(index, canvas, self._label)
+            if self._scaled:
+                cv2.resize(canvas, (w, h), dst=image, interpolation=cv2.INTER_LINEAR)
+            if label is not None:
+                if self._scaled:
+                    resize_label(self._label, w, h, dst=label)
+                else:
+                    np.copyto(label, self._label)
+            return self._label.copy()
+
+    def _draw(self, index: int, image: np.ndarray, label: np.ndarray) -> None:
+        """Draw frame ``index`` at the drawing size (the caller holds the lock)."""
+        cfg = self._cfg
+        h, w = cfg.height, cfg.width
         t = index / cfg.fps
         frame_rng = _rng(cfg.seed, _SALT_FRAME, index)
-        with self._lock:
-            # 1. Background seen through a slowly panning camera.
-            m = self._margin
-            ox = int(round(m + 0.95 * m * math.sin(0.21 * t + self._pan[0])))
-            oy = int(round(m + 0.95 * m * math.sin(0.17 * t + self._pan[1])))
-            np.copyto(image, self._background[oy:oy + h, ox:ox + w])
-            label.fill(0)
+        # 1. Background seen through a slowly panning camera.
+        m = self._margin
+        ox = int(round(m + 0.95 * m * math.sin(0.21 * t + self._pan[0])))
+        oy = int(round(m + 0.95 * m * math.sin(0.17 * t + self._pan[1])))
+        np.copyto(image, self._background[oy:oy + h, ox:ox + w])
+        label.fill(0)
 
-            # 2. Objects, far to near: the nearer (larger) one wins the pixel and the label.
-            objs = [self._object(slot, t) for slot in range(cfg.objects)]
-            depth = [o.radius * (1 + o.scale_amp * math.sin(
-                2 * np.pi * o.scale_freq * (t - o.t0) / o.duration + o.scale_phase)) for o in objs]
-            for i in np.argsort(depth, kind="stable"):
-                self._draw_object(objs[i], t, image, label)
+        # 2. Objects, far to near: the nearer (larger) one wins the pixel and the label.
+        objs = [self._object(slot, t) for slot in range(cfg.objects)]
+        depth = [o.radius * (1 + o.scale_amp * math.sin(
+            2 * np.pi * o.scale_freq * (t - o.t0) / o.duration + o.scale_phase)) for o in objs]
+        for i in np.argsort(depth, kind="stable"):
+            self._draw_object(objs[i], t, image, label)
 
-            # 3. Lighting: global gain, drifting gradient, white-balance drift, vignetting;
-            #    a coarse gain grid, upsampled and applied in one saturating multiply.
-            L = self._light
-            gain = 1.0 + 0.22 * math.sin(0.45 * t + L[0]) + 0.08 * math.sin(1.7 * t + L[1])
-            theta = 0.3 * t + L[2]
-            slope = 0.25 + 0.15 * math.sin(0.23 * t + L[3])
-            gy, gx = np.meshgrid(np.linspace(-1, 1, 5), np.linspace(-1, 1, 9), indexing="ij")
-            field = gain * (1 + slope * (gx * math.cos(theta) + gy * math.sin(theta)))
-            field *= 1.0 - 0.18 * (gx * gx + gy * gy) / 2  # vignetting
-            wb = 1.0 + 0.07 * np.array([math.sin(0.31 * t + L[4]), math.sin(0.37 * t + L[5]) * 0.5,
-                                        math.sin(0.29 * t + L[6])])
-            # Dim, not black: below ~0.55 the darkest object texels would lose their colour.
-            field = np.clip(field, 0.55, 1.5)
-            grid = np.clip(field[..., None] * wb * 128.0, 0, 255).astype(np.uint8)
-            cv2.resize(grid, (w, h), dst=self._gain, interpolation=cv2.INTER_LINEAR)
-            cv2.multiply(image, self._gain, dst=image, scale=1.0 / 128.0)
+        # 3. Lighting: global gain, drifting gradient, white-balance drift, vignetting;
+        #    a coarse gain grid, upsampled and applied in one saturating multiply.
+        L = self._light
+        gain = 1.0 + 0.22 * math.sin(0.45 * t + L[0]) + 0.08 * math.sin(1.7 * t + L[1])
+        theta = 0.3 * t + L[2]
+        slope = 0.25 + 0.15 * math.sin(0.23 * t + L[3])
+        gy, gx = np.meshgrid(np.linspace(-1, 1, 5), np.linspace(-1, 1, 9), indexing="ij")
+        field = gain * (1 + slope * (gx * math.cos(theta) + gy * math.sin(theta)))
+        field *= 1.0 - 0.18 * (gx * gx + gy * gy) / 2  # vignetting
+        wb = 1.0 + 0.07 * np.array([math.sin(0.31 * t + L[4]), math.sin(0.37 * t + L[5]) * 0.5,
+                                    math.sin(0.29 * t + L[6])])
+        # Dim, not black: below ~0.55 the darkest object texels would lose their colour.
+        field = np.clip(field, 0.55, 1.5)
+        grid = np.clip(field[..., None] * wb * 128.0, 0, 255).astype(np.uint8)
+        cv2.resize(grid, (w, h), dst=self._gain, interpolation=cv2.INTER_LINEAR)
+        cv2.multiply(image, self._gain, dst=image, scale=1.0 / 128.0)
 
-            # 4. Optics: some frames are motion-blurred (camera shake) or out of focus.
-            blurred = frame_rng.random() < cfg.blur
-            blur_size, blur_kind = frame_rng.uniform(5, 17), frame_rng.integers(0, 3)
-            if blurred:
-                size = max(3, int(round(blur_size * self._px)) | 1)
-                if blur_kind == 0:
-                    cv2.blur(image, (size, max(1, size // 5)), dst=image)  # horizontal shake
-                elif blur_kind == 1:
-                    cv2.blur(image, (max(1, size // 5), size), dst=image)  # vertical shake
-                else:
-                    sigma = size / 5.0
-                    cv2.GaussianBlur(image, (0, 0), sigma, dst=image)  # defocus
+        # 4. Optics: some frames are motion-blurred (camera shake) or out of focus.
+        blurred = frame_rng.random() < cfg.blur
+        blur_size, blur_kind = frame_rng.uniform(5, 17), frame_rng.integers(0, 3)
+        if blurred:
+            size = max(3, int(round(blur_size * self._px)) | 1)
+            if blur_kind == 0:
+                cv2.blur(image, (size, max(1, size // 5)), dst=image)  # horizontal shake
+            elif blur_kind == 1:
+                cv2.blur(image, (max(1, size // 5), size), dst=image)  # vertical shake
+            else:
+                sigma = size / 5.0
+                cv2.GaussianBlur(image, (0, 0), sigma, dst=image)  # defocus
 
-            # 5. Sensor noise: a random crop of the precomputed noise bank (stored offset +128).
-            if self._noise is not None:
-                nx, ny = frame_rng.integers(0, _NOISE_MARGIN + 1, 2)
-                crop = self._noise[ny:ny + h, nx:nx + w]
-                cv2.addWeighted(image, 1.0, crop, 1.0, -128.0, dst=image)
+        # 5. Sensor noise: a random crop of the precomputed noise bank (stored offset +128).
+        if self._noise is not None:
+            nx, ny = frame_rng.integers(0, _NOISE_MARGIN + 1, 2)
+            crop = self._noise[ny:ny + h, nx:nx + w]
+            cv2.addWeighted(image, 1.0, crop, 1.0, -128.0, dst=image)

@@ -316,3 +316,18 @@ def test_csi_pipeline_carries_the_options():
 def test_source_object_passes_through(tmp_path):
     src = ImageListSource("x", [_png(tmp_path / "a.png", numbered_frame(0, (8, 8)))])
     assert open_source(src) is src
+
+
+def test_synthetic_ground_truth_is_made_on_first_use():
+    from segrt.runtime.synthetic import SyntheticConfig, SyntheticScene
+
+    with open_source("synthetic://?size=1920x1080&frames=3&seed=4") as src:
+        frames = list(src)
+    scene = SyntheticScene(SyntheticConfig(width=1920, height=1080, frames=3, seed=4))
+    for f in frames:
+        assert f.has_label
+        image, label = scene.render(f.index)
+        np.testing.assert_array_equal(f.image, image)
+        assert f.label.shape == (1080, 1920)
+        np.testing.assert_array_equal(f.label, label)
+        assert f.label is f.label  # made once, then kept
