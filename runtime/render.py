@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import math
+
 import cv2
 import numpy as np
 
@@ -26,6 +28,35 @@ BACKGROUND_NAMES = frozenset({"background", "__background__", "_background_", "b
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 _LEGEND_MAX_ROWS = 16
 _PANEL_BG = (32, 32, 32)
+_MAX_TILES = 8  # per axis, for the overlay's skip-the-background tiling
+# Above this share of tiles holding a class, per-tile calls cost more than they save (measured:
+# 64 tiles all busy 7.2 ms vs 4.7 ms whole-frame at 1080p; 45% busy 4.8 vs 6.0 ms).
+_TILED_MAX_BUSY = 0.6
+
+
+def tile_grid(frame_size: tuple[int, int], content_size: tuple[int, int],
+              max_tiles: int = _MAX_TILES) -> tuple[list[tuple[int, int, int, int]], list[tuple[int, int, int, int]]] | None:
+    """Tiles that map *exactly* between the frame and the model's content rectangle, or None.
+
+    Returns ``(frame_tiles, content_tiles)``, each a row-major list of (x0, y0, x1, y1). A tile
+    edge lies on a whole pixel of both grids (the axis is split into ``n`` parts with ``n``
+    dividing gcd(frame, content)), so a nearest-neighbour resize of one tile samples the same
+    source pixels as the resize of the whole image. None when neither axis can be split.
+    """
+    def splits(f: int, c: int) -> int:
+        g = math.gcd(f, c)
+        return max(n for n in range(1, max_tiles + 1) if g % n == 0)
+
+    (fw, fh), (cw, ch) = frame_size, content_size
+    nx, ny = splits(fw, cw), splits(fh, ch)
+    if nx * ny < 4:
+        return None
+    ft, ct = [], []
+    for j in range(ny):
+        for i in range(nx):
+            ft.append((fw * i // nx, fh * j // ny, fw * (i + 1) // nx, fh * (j + 1) // ny))
+            ct.append((cw * i // nx, ch * j // ny, cw * (i + 1) // nx, ch * (j + 1) // ny))
+    return ft, ct
 
 
 def _instance_colours(n: int = 32) -> np.ndarray:
@@ -91,6 +122,7 @@ class Renderer:
         self._bg_small = np.empty((ch, cw), np.uint8)
         self._bg_big = np.empty((h, w), np.uint8)
         self._sample = np.empty((ch // 2, cw // 2), np.uint8)
+        self._tiles = tile_grid(frame_size, content_size) if self.view == "overlay" and self._has_bg else None
         self._scale = max(0.5, h / 1080.0)
         self._rows.clear()
 
@@ -126,9 +158,10 @@ class Renderer:
         # Colourise at model resolution (applyColorMap with a user map is one table lookup per
         # pixel, twice as fast as merge + 3-channel LUT), then one nearest-neighbour upscale.
         cv2.applyColorMap(roi, self._lut, dst=self._col_small)
+        tiled = self._tiles is not None and self._overlay_tiles(frame, roi, left)
         if self.view == "mask":
             cv2.resize(self._col_small, (w, h), dst=left, interpolation=cv2.INTER_NEAREST)
-        else:
+        elif not tiled:
             colours = right if right is not None else self._col_big
             cv2.resize(self._col_small, (w, h), dst=colours, interpolation=cv2.INTER_NEAREST)
             cv2.addWeighted(frame, 1.0 - self.alpha, colours, self.alpha, 0.0, dst=left)
@@ -153,6 +186,35 @@ class Renderer:
             share = f"{100.0 * hist[c] / total:5.1f}%" if self.shares else ""
             entries.append((self.palette[c], self._name(int(c)), share))
         return entries
+
+    def _overlay_tiles(self, frame: np.ndarray, roi: np.ndarray, out: np.ndarray) -> bool:
+        """The overlay tile by tile, where a tile with only background is the frame, copied.
+
+        Most of a typical camera frame is background, and the upscale + blend + restore of a
+        tile costs several times its copy; the result is identical to the whole-frame path.
+        Returns False (drawing nothing) when too few tiles are background-only to pay for the
+        per-tile calls: the caller then takes the whole-frame path.
+        """
+        cv2.LUT(roi, self._bg_lut, dst=self._bg_small)
+        frame_tiles, content_tiles = self._tiles
+        todo = [cv2.countNonZero(self._bg_small[y0:y1, x0:x1]) < (y1 - y0) * (x1 - x0)
+                for x0, y0, x1, y1 in content_tiles]
+        if sum(todo) > _TILED_MAX_BUSY * len(todo):
+            return False
+        for busy, (fx0, fy0, fx1, fy1), (cx0, cy0, cx1, cy1) in zip(todo, frame_tiles, content_tiles):
+            f = frame[fy0:fy1, fx0:fx1]
+            o = out[fy0:fy1, fx0:fx1]
+            if not busy:
+                np.copyto(o, f)
+                continue
+            size = (fx1 - fx0, fy1 - fy0)
+            col = self._col_big[fy0:fy1, fx0:fx1]
+            cv2.resize(self._col_small[cy0:cy1, cx0:cx1], size, dst=col, interpolation=cv2.INTER_NEAREST)
+            cv2.addWeighted(f, 1.0 - self.alpha, col, self.alpha, 0.0, dst=o)
+            bgb = self._bg_big[fy0:fy1, fx0:fx1]
+            cv2.resize(self._bg_small[cy0:cy1, cx0:cx1], size, dst=bgb, interpolation=cv2.INTER_NEAREST)
+            cv2.copyTo(f, bgb, o)
+        return True
 
     # -- instances -----------------------------------------------------------------------
     def _render_instances(self, frame: np.ndarray, instances: Sequence[Instance], left: np.ndarray,

@@ -212,3 +212,43 @@ def test_renderer_validates_options():
 def test_letterbox_dataclass_fields():
     lb = Letterbox(0.5, 0.5, 3, 4, (100, 100), (188, 184), (94, 92))
     assert lb.scale == 0.5 and lb.content == (3, 4, 97, 96)
+
+
+def _reference_overlay(f: np.ndarray, mask: np.ndarray, lb: Letterbox, palette, alpha: float) -> np.ndarray:
+    """The whole-frame overlay, written independently: palette, nearest upscale, blend, background kept."""
+    x0, y0, x1, y1 = lb.content
+    roi = mask[y0:y1, x0:x1]
+    h, w = f.shape[:2]
+    pal = np.array(list(palette) + [(128, 128, 128)] * (256 - len(palette)), np.uint8)
+    col = cv2.resize(pal[roi], (w, h), interpolation=cv2.INTER_NEAREST)
+    out = cv2.addWeighted(f, 1 - alpha, col, alpha, 0)
+    bg = cv2.resize((roi == 0).astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0
+    out[bg] = f[bg]
+    return out
+
+
+@pytest.mark.parametrize("frame_size, model_size, policy", [
+    ((640, 360), (256, 128), "stretch"),  # 64 exact tiles
+    ((480, 270), (128, 128), "letterbox"),
+    ((500, 350), (111, 67), "stretch"),  # no exact tiling: whole-frame path
+])
+def test_overlay_tiles_equal_the_whole_frame_overlay(frame_size, model_size, policy):
+    from segrt.runtime.render import tile_grid
+
+    (fw, fh), (mw, mh) = frame_size, model_size
+    m = manifest(mh, mw, resize=policy)
+    r = Renderer(m, view="overlay", alpha=0.5, legend=False)
+    lb = letterbox_for((fw, fh), (mw, mh), policy)
+    rng = np.random.default_rng(1)
+    f = frame(fh, fw, seed=3)
+    x0, y0, x1, y1 = lb.content
+    sparse = np.zeros((mh, mw), np.uint8)  # a few objects: most tiles are background only
+    for _ in range(3):
+        cx, cy = int(rng.integers(x0, x1)), int(rng.integers(y0, y1))
+        cv2.circle(sparse, (cx, cy), int(rng.integers(3, 12)), int(rng.integers(1, 5)), -1)
+    dense = rng.integers(0, 5, (mh, mw), dtype=np.uint8)  # every tile busy: whole-frame path
+    for mask in (sparse, dense):
+        out = r.render(f, mask, lb)
+        np.testing.assert_array_equal(out, _reference_overlay(f, mask, lb, m.palette, 0.5))
+    grid = tile_grid((fw, fh), lb.content_size)
+    assert (grid is None) == (frame_size == (500, 350))
