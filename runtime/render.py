@@ -158,17 +158,25 @@ class Renderer:
         # Colourise at model resolution (applyColorMap with a user map is one table lookup per
         # pixel, twice as fast as merge + 3-channel LUT), then one nearest-neighbour upscale.
         cv2.applyColorMap(roi, self._lut, dst=self._col_small)
-        tiled = self._tiles is not None and self._overlay_tiles(frame, roi, left)
         if self.view == "mask":
             cv2.resize(self._col_small, (w, h), dst=left, interpolation=cv2.INTER_NEAREST)
-        elif not tiled:
-            colours = right if right is not None else self._col_big
-            cv2.resize(self._col_small, (w, h), dst=colours, interpolation=cv2.INTER_NEAREST)
-            cv2.addWeighted(frame, 1.0 - self.alpha, colours, self.alpha, 0.0, dst=left)
+        else:
+            n_bg = 0
             if self._has_bg:
                 cv2.LUT(roi, self._bg_lut, dst=self._bg_small)
-                cv2.resize(self._bg_small, (w, h), dst=self._bg_big, interpolation=cv2.INTER_NEAREST)
-                cv2.copyTo(frame, self._bg_big, left)
+                n_bg = cv2.countNonZero(self._bg_small)
+            if right is not None:
+                cv2.resize(self._col_small, (w, h), dst=right, interpolation=cv2.INTER_NEAREST)
+            if n_bg == roi.size:
+                np.copyto(left, frame)  # only background: nothing to tint
+            elif not (n_bg and self._tiles is not None and self._overlay_tiles(frame, left)):
+                colours = right if right is not None else self._col_big
+                if right is None:
+                    cv2.resize(self._col_small, (w, h), dst=colours, interpolation=cv2.INTER_NEAREST)
+                cv2.addWeighted(frame, 1.0 - self.alpha, colours, self.alpha, 0.0, dst=left)
+                if n_bg:  # restore the background pixels (none when every pixel holds a class)
+                    cv2.resize(self._bg_small, (w, h), dst=self._bg_big, interpolation=cv2.INTER_NEAREST)
+                    cv2.copyTo(frame, self._bg_big, left)
         if not (self.legend or self.shares):
             return []
         # Class presence and shares from every other row and column: a quarter of the work,
@@ -187,15 +195,15 @@ class Renderer:
             entries.append((self.palette[c], self._name(int(c)), share))
         return entries
 
-    def _overlay_tiles(self, frame: np.ndarray, roi: np.ndarray, out: np.ndarray) -> bool:
+    def _overlay_tiles(self, frame: np.ndarray, out: np.ndarray) -> bool:
         """The overlay tile by tile, where a tile with only background is the frame, copied.
 
         Most of a typical camera frame is background, and the upscale + blend + restore of a
         tile costs several times its copy; the result is identical to the whole-frame path.
         Returns False (drawing nothing) when too few tiles are background-only to pay for the
-        per-tile calls: the caller then takes the whole-frame path.
+        per-tile calls: the caller then takes the whole-frame path. Reads the background
+        mask the caller left in ``_bg_small``.
         """
-        cv2.LUT(roi, self._bg_lut, dst=self._bg_small)
         frame_tiles, content_tiles = self._tiles
         todo = [cv2.countNonZero(self._bg_small[y0:y1, x0:x1]) < (y1 - y0) * (x1 - x0)
                 for x0, y0, x1, y1 in content_tiles]

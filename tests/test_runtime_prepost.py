@@ -247,7 +247,8 @@ def test_overlay_tiles_equal_the_whole_frame_overlay(frame_size, model_size, pol
         cx, cy = int(rng.integers(x0, x1)), int(rng.integers(y0, y1))
         cv2.circle(sparse, (cx, cy), int(rng.integers(3, 12)), int(rng.integers(1, 5)), -1)
     dense = rng.integers(0, 5, (mh, mw), dtype=np.uint8)  # every tile busy: whole-frame path
-    for mask in (sparse, dense):
+    only_bg, no_bg = np.zeros((mh, mw), np.uint8), np.full((mh, mw), 2, np.uint8)
+    for mask in (sparse, dense, only_bg, no_bg):
         out = r.render(f, mask, lb)
         np.testing.assert_array_equal(out, _reference_overlay(f, mask, lb, m.palette, 0.5))
     grid = tile_grid((fw, fh), lb.content_size)
