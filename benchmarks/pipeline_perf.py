@@ -224,11 +224,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=3,
                     help="raw/pipeline measurement pairs, interleaved so a shared machine's load hits both alike")
     ap.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
+    ap.add_argument("--cv-threads", type=int, default=None,
+                    help="cv2.setNumThreads for the whole run (default: OpenCV's own choice)")
     ap.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "segrt-pipeline-perf"),
                     help="where the exported bundle is kept (reused on the next run)")
     ap.add_argument("--json", default=None, help="also write the results here")
     args = ap.parse_args(argv)
 
+    if args.cv_threads is not None:
+        cv2.setNumThreads(args.cv_threads)
     mh, mw = (int(v) for v in args.size.lower().split("x"))
     fw, fh = (int(v) for v in args.source_size.lower().split("x"))
     work = Path(args.work)

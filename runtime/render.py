@@ -209,7 +209,15 @@ class Renderer:
                 for x0, y0, x1, y1 in content_tiles]
         if sum(todo) > _TILED_MAX_BUSY * len(todo):
             return False
-        for busy, (fx0, fy0, fx1, fy1), (cx0, cy0, cx1, cy1) in zip(todo, frame_tiles, content_tiles):
+        # Neighbouring tiles of a row with the same state are one call (tile edges are exact,
+        # so any run of tiles is too): fewer, larger OpenCV calls.
+        k, n = 0, len(todo)
+        while k < n:
+            busy, (fx0, fy0, fx1, fy1), (cx0, cy0, cx1, cy1) = todo[k], frame_tiles[k], content_tiles[k]
+            k += 1
+            while k < n and todo[k] == busy and frame_tiles[k][1] == fy0:
+                fx1, cx1 = frame_tiles[k][2], content_tiles[k][2]
+                k += 1
             f = frame[fy0:fy1, fx0:fx1]
             o = out[fy0:fy1, fx0:fx1]
             if not busy:
