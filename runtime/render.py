@@ -157,7 +157,10 @@ class Renderer:
             raise ConfigError(f"render needs a uint8 class mask, got {roi.dtype}")
         # Colourise at model resolution (applyColorMap with a user map is one table lookup per
         # pixel, twice as fast as merge + 3-channel LUT), then one nearest-neighbour upscale.
-        cv2.applyColorMap(roi, self._lut, dst=self._col_small)
+        # The overlay colourises only what it tints (per tile when it can).
+        every_pixel = self.view != "overlay"
+        if every_pixel:
+            cv2.applyColorMap(roi, self._lut, dst=self._col_small)
         if self.view == "mask":
             cv2.resize(self._col_small, (w, h), dst=left, interpolation=cv2.INTER_NEAREST)
         else:
@@ -169,7 +172,9 @@ class Renderer:
                 cv2.resize(self._col_small, (w, h), dst=right, interpolation=cv2.INTER_NEAREST)
             if n_bg == roi.size:
                 np.copyto(left, frame)  # only background: nothing to tint
-            elif not (n_bg and self._tiles is not None and self._overlay_tiles(frame, left)):
+            elif not (n_bg and self._tiles is not None and self._overlay_tiles(frame, roi, left)):
+                if not every_pixel:
+                    cv2.applyColorMap(roi, self._lut, dst=self._col_small)
                 colours = right if right is not None else self._col_big
                 if right is None:
                     cv2.resize(self._col_small, (w, h), dst=colours, interpolation=cv2.INTER_NEAREST)
@@ -195,7 +200,7 @@ class Renderer:
             entries.append((self.palette[c], self._name(int(c)), share))
         return entries
 
-    def _overlay_tiles(self, frame: np.ndarray, out: np.ndarray) -> bool:
+    def _overlay_tiles(self, frame: np.ndarray, roi: np.ndarray, out: np.ndarray) -> bool:
         """The overlay tile by tile, where a tile with only background is the frame, copied.
 
         Most of a typical camera frame is background, and the upscale + blend + restore of a
@@ -224,8 +229,10 @@ class Renderer:
                 np.copyto(o, f)
                 continue
             size = (fx1 - fx0, fy1 - fy0)
+            col_small = self._col_small[cy0:cy1, cx0:cx1]
+            cv2.applyColorMap(roi[cy0:cy1, cx0:cx1], self._lut, dst=col_small)
             col = self._col_big[fy0:fy1, fx0:fx1]
-            cv2.resize(self._col_small[cy0:cy1, cx0:cx1], size, dst=col, interpolation=cv2.INTER_NEAREST)
+            cv2.resize(col_small, size, dst=col, interpolation=cv2.INTER_NEAREST)
             cv2.addWeighted(f, 1.0 - self.alpha, col, self.alpha, 0.0, dst=o)
             bgb = self._bg_big[fy0:fy1, fx0:fx1]
             cv2.resize(self._bg_small[cy0:cy1, cx0:cx1], size, dst=bgb, interpolation=cv2.INTER_NEAREST)
