@@ -53,6 +53,7 @@ STAGES = ("capture", "pre", "infer", "post", "sink", "e2e")
 HISTORY = 1 << 16  # timing samples kept per stage (a sliding window: flat memory on long runs)
 _END = object()
 _POLL_S = 0.1
+_STATS_EVERY = 8  # frames between updates of the on-frame FPS/latency text
 
 
 @dataclass
@@ -434,6 +435,7 @@ class Pipeline:
 
     def _post_loop(self) -> None:
         slot = 0
+        text: str | None = None
         try:
             while True:
                 item = self._get(self._q_out)
@@ -454,7 +456,9 @@ class Pipeline:
                     self._render_ring = [self.renderer.new_output((w, h)) for _ in range(n)]
                 out = self._render_ring[slot % len(self._render_ring)]
                 slot += 1
-                text = self._stats_text() if self.overlay_stats else None
+                if self.overlay_stats and (text is None or self._frames_done % _STATS_EVERY == 0):
+                    # A few updates a second: readable figures, and the text is rasterised once per update.
+                    text = self._stats_text()
                 try:
                     rendered = self.renderer.render(frame.image, drawn, lb, text, out=out)
                 except ConfigError:

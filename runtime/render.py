@@ -28,6 +28,7 @@ BACKGROUND_NAMES = frozenset({"background", "__background__", "_background_", "b
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 _LEGEND_MAX_ROWS = 16
 _PANEL_BG = (32, 32, 32)
+_SHARES_EVERY = 8  # frames between updates of the legend's share figures
 _MAX_TILES = 8  # per axis, for the overlay's skip-the-background tiling
 # Above this share of tiles holding a class, per-tile calls cost more than they save (measured:
 # 64 tiles all busy 7.2 ms vs 4.7 ms whole-frame at 1080p; 45% busy 4.8 vs 6.0 ms).
@@ -99,6 +100,12 @@ class Renderer:
         self._inst_colours = _instance_colours()
         self._geom: tuple | None = None
         self._rows: dict[tuple[int, str], np.ndarray] = {}
+        self._legend_key: tuple = ()
+        self._legend_img: np.ndarray | None = None
+        self._stats_key = ""
+        self._stats_img: np.ndarray | None = None
+        self._frames = 0
+        self._last_entries: list[tuple[np.ndarray, str, str]] = []
 
     # -- geometry & buffers ------------------------------------------------------------
     def output_size(self, frame_size: tuple[int, int]) -> tuple[int, int]:
@@ -125,6 +132,7 @@ class Renderer:
         self._tiles = tile_grid(frame_size, content_size) if self.view == "overlay" and self._has_bg else None
         self._scale = max(0.5, h / 1080.0)
         self._rows.clear()
+        self._legend_img = self._stats_img = None
 
     # -- entry point ---------------------------------------------------------------------
     def render(self, frame: np.ndarray, result: np.ndarray | Sequence[Instance], letterbox: Letterbox,
@@ -157,10 +165,7 @@ class Renderer:
             raise ConfigError(f"render needs a uint8 class mask, got {roi.dtype}")
         # Colourise at model resolution (applyColorMap with a user map is one table lookup per
         # pixel, twice as fast as merge + 3-channel LUT), then one nearest-neighbour upscale.
-        # The overlay colourises only what it tints (per tile when it can).
-        every_pixel = self.view != "overlay"
-        if every_pixel:
-            cv2.applyColorMap(roi, self._lut, dst=self._col_small)
+        cv2.applyColorMap(roi, self._lut, dst=self._col_small)
         if self.view == "mask":
             cv2.resize(self._col_small, (w, h), dst=left, interpolation=cv2.INTER_NEAREST)
         else:
@@ -172,9 +177,7 @@ class Renderer:
                 cv2.resize(self._col_small, (w, h), dst=right, interpolation=cv2.INTER_NEAREST)
             if n_bg == roi.size:
                 np.copyto(left, frame)  # only background: nothing to tint
-            elif not (n_bg and self._tiles is not None and self._overlay_tiles(frame, roi, left)):
-                if not every_pixel:
-                    cv2.applyColorMap(roi, self._lut, dst=self._col_small)
+            elif not (n_bg and self._tiles is not None and self._overlay_tiles(frame, left)):
                 colours = right if right is not None else self._col_big
                 if right is None:
                     cv2.resize(self._col_small, (w, h), dst=colours, interpolation=cv2.INTER_NEAREST)
@@ -194,13 +197,22 @@ class Renderer:
             sample = roi
         hist = cv2.calcHist([sample], [0], None, [256], [0, 256]).ravel()
         total = float(sample.size) or 1.0
+        present = np.flatnonzero(hist[: max(len(self.classes), 1)])
+        self._frames += 1
+        last = self._last_entries
+        # Shares move every frame; redrawing (and reading) them at a few Hz is enough. A class
+        # appearing or leaving updates the legend at once.
+        if (last and len(last) == len(present) and self._frames % _SHARES_EVERY
+                and all(name == self._name(int(c)) for (_, name, _), c in zip(last, present))):
+            return last
         entries = []
-        for c in np.flatnonzero(hist[: max(len(self.classes), 1)]):
+        for c in present:
             share = f"{100.0 * hist[c] / total:5.1f}%" if self.shares else ""
             entries.append((self.palette[c], self._name(int(c)), share))
+        self._last_entries = entries
         return entries
 
-    def _overlay_tiles(self, frame: np.ndarray, roi: np.ndarray, out: np.ndarray) -> bool:
+    def _overlay_tiles(self, frame: np.ndarray, out: np.ndarray) -> bool:
         """The overlay tile by tile, where a tile with only background is the frame, copied.
 
         Most of a typical camera frame is background, and the upscale + blend + restore of a
@@ -229,10 +241,8 @@ class Renderer:
                 np.copyto(o, f)
                 continue
             size = (fx1 - fx0, fy1 - fy0)
-            col_small = self._col_small[cy0:cy1, cx0:cx1]
-            cv2.applyColorMap(roi[cy0:cy1, cx0:cx1], self._lut, dst=col_small)
             col = self._col_big[fy0:fy1, fx0:fx1]
-            cv2.resize(col_small, size, dst=col, interpolation=cv2.INTER_NEAREST)
+            cv2.resize(self._col_small[cy0:cy1, cx0:cx1], size, dst=col, interpolation=cv2.INTER_NEAREST)
             cv2.addWeighted(f, 1.0 - self.alpha, col, self.alpha, 0.0, dst=o)
             bgb = self._bg_big[fy0:fy1, fx0:fx1]
             cv2.resize(self._bg_small[cy0:cy1, cx0:cx1], size, dst=bgb, interpolation=cv2.INTER_NEAREST)
@@ -322,39 +332,68 @@ class Renderer:
         return row
 
     def _draw_legend(self, out: np.ndarray, entries: list[tuple[np.ndarray, str, str]]) -> None:
-        rows = [(self._row(colour, name), share) for colour, name, share in entries[:_LEGEND_MAX_ROWS]]
+        """Paste the legend panel, top right; it is redrawn only when its text changes."""
+        key = tuple((tuple(int(v) for v in colour), name, share) for colour, name, share in entries[:_LEGEND_MAX_ROWS])
+        H, W = out.shape[:2]
+        if key != self._legend_key or self._legend_img is None or self._legend_img.shape[0] > H:
+            self._legend_key, self._legend_img = key, self._legend_panel(entries[:_LEGEND_MAX_ROWS], H)
+        panel = self._legend_img
+        margin = int(10 * self._scale)
+        ph, pw = panel.shape[:2]
+        x = W - pw - margin
+        if x < 0 or ph == 0:
+            return
+        out[margin:margin + ph, x:x + pw] = panel
+
+    def _legend_panel(self, entries: list[tuple[np.ndarray, str, str]], max_h: int) -> np.ndarray:
+        rows = [(self._row(colour, name), share) for colour, name, share in entries]
         width = max(r.shape[1] for r, _ in rows)
         margin = int(10 * self._scale)
-        H, W = out.shape[:2]
-        x = W - width - margin
-        y = margin
         s = self._scale
         fs, t = 0.55 * s, max(1, int(round(s)))
+        fitting = []
+        y = margin
         for row, share in rows:
-            rh, rw = row.shape[:2]
-            if y + rh > H or x < 0:
+            if y + row.shape[0] > max_h:
                 break
-            dst = out[y:y + rh, x:x + width]
-            dst[:] = _PANEL_BG
+            fitting.append((row, share))
+            y += row.shape[0]
+        panel = np.empty((sum(r.shape[0] for r, _ in fitting), width, 3), np.uint8)
+        panel[:] = _PANEL_BG
+        y = 0
+        for row, share in fitting:
+            rh, rw = row.shape[:2]
+            dst = panel[y:y + rh]
             dst[:, :rw] = row
             if share:
                 tw = cv2.getTextSize(share, _FONT, fs, t)[0][0]
                 cv2.putText(dst, share, (width - tw - 6, rh - int(8 * s)), _FONT, fs, (240, 240, 240), t,
                             cv2.LINE_AA)
             y += rh
+        return panel
 
     def _draw_stats(self, out: np.ndarray, text: str) -> None:
+        """Darken a panel top left and draw ``text`` on it; the text is rasterised once per change."""
+        H, W = out.shape[:2]
+        if text != self._stats_key or self._stats_img is None:
+            self._stats_key, self._stats_img = text, self._stats_text_image(text)
+        img = self._stats_img
+        margin = int(10 * self._scale)
+        h, w = min(img.shape[0], H - margin), min(img.shape[1], W - margin)
+        if h <= 0 or w <= 0:
+            return
+        panel = out[margin:margin + h, margin:margin + w]
+        cv2.addWeighted(panel, 0.35, panel, 0.0, 0.0, dst=panel)  # darken behind the text, keep context
+        cv2.max(panel, img[:h, :w], dst=panel)  # white anti-aliased text over the darkened panel
+
+    def _stats_text_image(self, text: str) -> np.ndarray:
         s = self._scale
         fs, t = 0.6 * s, max(1, int(round(1.5 * s)))
-        lines = text.splitlines()
+        lines = text.splitlines() or [""]
         sizes = [cv2.getTextSize(line, _FONT, fs, t) for line in lines]
         lh = max(th + base for (tw, th), base in sizes) + int(6 * s)
         width = max(tw for (tw, th), base in sizes) + int(16 * s)
-        margin = int(10 * s)
-        H, W = out.shape[:2]
-        x1, y1 = min(W, margin + width), min(H, margin + lh * len(lines) + int(6 * s))
-        panel = out[margin:y1, margin:x1]
-        cv2.addWeighted(panel, 0.35, panel, 0.0, 0.0, dst=panel)  # darken behind the text, keep context
+        img = np.zeros((lh * len(lines) + int(6 * s), width, 3), np.uint8)
         for i, line in enumerate(lines):
-            y = margin + (i + 1) * lh
-            cv2.putText(out, line, (margin + int(8 * s), y), _FONT, fs, (255, 255, 255), t, cv2.LINE_AA)
+            cv2.putText(img, line, (int(8 * s), (i + 1) * lh), _FONT, fs, (255, 255, 255), t, cv2.LINE_AA)
+        return img

@@ -253,3 +253,23 @@ def test_overlay_tiles_equal_the_whole_frame_overlay(frame_size, model_size, pol
         np.testing.assert_array_equal(out, _reference_overlay(f, mask, lb, m.palette, 0.5))
     grid = tile_grid((fw, fh), lb.content_size)
     assert (grid is None) == (frame_size == (500, 350))
+
+
+def test_legend_follows_classes_at_once_and_shares_every_few_frames():
+    from segrt.runtime.render import _SHARES_EVERY
+
+    m = manifest()
+    r = Renderer(m, legend=True, shares=True)
+    f = np.full((270, 480, 3), 90, np.uint8)
+    lb = letterbox_for((480, 270), (64, 48), "stretch")
+    panel = (slice(0, 80), slice(300, 480))
+    a = _two_class_mask()  # background | class 3, half and half
+    b = a.copy()
+    b[:, 32:40] = 0  # same classes, other shares
+    c = a.copy()
+    c[:10, :10] = 1  # a new class
+    first = r.render(f, a, lb)[panel].copy()
+    lagging = [np.array_equal(r.render(f, b, lb)[panel], first) for _ in range(_SHARES_EVERY)]
+    assert lagging[0] and not lagging[-1]  # shares catch up within _SHARES_EVERY frames
+    with_new = r.render(f, c, lb)[panel]
+    assert (with_new == m.palette[1]).all(axis=2).sum() > 20  # the new class's swatch, immediately
