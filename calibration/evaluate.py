@@ -81,6 +81,11 @@ def collect_eval_set(manifest: Manifest, uri: str, frames: int, *, index_range: 
     if not inputs:
         raise CalibrationError(f"evaluation source {uri} delivered no frames",
                                hint="pass a readable --eval source (video, image folder, camera, synthetic://)")
+    named = sampler.label_classes
+    if named is not None and tuple(named) != tuple(manifest.classes) and any(lab is not None for lab in labels):
+        # e.g. a Pascal VOC model on synthetic:// scenes: the label ids mean other classes.
+        log.info("not scoring against %s labels: its classes (%s) are not the model's", uri, ", ".join(named))
+        labels = [None] * len(labels)
     return EvalSet(inputs, labels, sampler.coverage, manifest.input.name)
 
 

@@ -116,6 +116,7 @@ class FrameSampler:
         self.live_interval_s = float(live_interval_s)
         self.max_live_seconds = max_live_seconds
         self.coverage = Coverage(source=self.uri, mode="?", requested=self.n)
+        self.label_classes: tuple[str, ...] | None = None  # known once iteration has opened the source
         self._thumbs = np.zeros((self.n, THUMB_SIZE[0] * THUMB_SIZE[1]), np.float32)
 
     # -- de-duplication --------------------------------------------------------------------
@@ -153,6 +154,7 @@ class FrameSampler:
                 raise
             except Exception as exc:  # an OS/codec failure on open: say which source
                 raise SourceError(f"cannot open {self.uri}: {exc}") from exc
+            self.label_classes = src.label_classes
             if src.is_live:
                 yield from self._iter_live(src)
             else:

@@ -112,6 +112,8 @@ class Source(Resource):
         self.corrupt_frames = 0
         self.dropped_frames = 0
         self.has_labels = False
+        # Names of the label ids, when the source knows them (None: the ids are the model's).
+        self.label_classes: tuple[str, ...] | None = None
 
     # -- life cycle: open/close/with come from Resource ----------------------------------
     def __iter__(self) -> Iterator[Frame]:
@@ -421,6 +423,8 @@ class SyntheticSource(Source):
         super().__init__(uri)
         self.config = _synthetic_config(uri, query)
         self.has_labels = True
+        from segrt.runtime.synthetic import SYNTHETIC_CLASSES
+        self.label_classes = SYNTHETIC_CLASSES
         self._scene = None
         self._pos = 0
 

@@ -140,3 +140,21 @@ def test_bad_sources(tmp_path):
     one = _folder(tmp_path, [np.zeros((8, 8, 3), np.uint8)])
     with pytest.raises(CalibrationError):
         plan_split(str(one), None, 10, 5)
+
+
+def test_labels_are_scored_only_when_their_classes_are_the_models():
+    from segrt.calibration.evaluate import collect_eval_set
+    from segrt.runtime.manifest import InputSpec, Manifest, OutputSpec, PreprocessSpec, default_palette
+    from segrt.runtime.synthetic import SYNTHETIC_CLASSES
+
+    def manifest(classes):
+        return Manifest(name="t", classes=classes, palette=default_palette(len(classes)),
+                        input=InputSpec(name="frame", height=32, width=64), preprocess=PreprocessSpec(),
+                        output=OutputSpec(kind="mask", names=("mask",), num_classes=len(classes)))
+
+    uri = "synthetic://?size=128x64&frames=20&seed=3"
+    same = collect_eval_set(manifest(SYNTHETIC_CLASSES), uri, 4)
+    assert same.has_labels and same.labels[0].shape == (32, 64)
+    voc = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus")
+    other = collect_eval_set(manifest(voc), uri, 4)
+    assert len(other) == 4 and not other.has_labels

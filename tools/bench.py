@@ -455,12 +455,14 @@ def accuracy_of(manifest: Manifest, precision: str) -> Mapping[str, Any] | None:
         return dict(art.accuracy)
     if precision != "fp32":
         return None
-    for other in PRECISIONS[1:]:
-        rep = manifest.artifacts[other].accuracy if other in manifest.artifacts else None
-        if rep and rep.get("fp32_miou_vs_labels") is not None:
-            return {"agreement": 1.0, "miou_vs_fp32": 1.0, "miou_vs_labels": rep["fp32_miou_vs_labels"],
-                    "reference": True, "from_report": other}
-    return None
+    reports = [(other, manifest.artifacts[other].accuracy) for other in PRECISIONS[1:]
+               if other in manifest.artifacts and manifest.artifacts[other].accuracy]
+    if not reports:
+        return None
+    # Prefer a report whose evaluation had labels the model's classes can be scored against.
+    other, rep = next(((o, r) for o, r in reports if r.get("fp32_miou_vs_labels") is not None), reports[0])
+    return {"agreement": 1.0, "miou_vs_fp32": 1.0, "miou_vs_labels": rep.get("fp32_miou_vs_labels"),
+            "reference": True, "from_report": other}
 
 
 # --------------------------------------------------------------------------------------------
