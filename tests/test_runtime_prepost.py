@@ -273,3 +273,22 @@ def test_legend_follows_classes_at_once_and_shares_every_few_frames():
     assert lagging[0] and not lagging[-1]  # shares catch up within _SHARES_EVERY frames
     with_new = r.render(f, c, lb)[panel]
     assert (with_new == m.palette[1]).all(axis=2).sum() > 20  # the new class's swatch, immediately
+
+
+def test_overlay_tiles_without_a_background_class_blend_every_pixel():
+    """Cityscapes-like classes: no background to keep; uniform tiles take the one-call tint."""
+    classes = ("road", "sky", "car")
+    m = Manifest(name="t", classes=classes, palette=default_palette(3), input=InputSpec(name="frame", height=64, width=128),
+                 preprocess=PreprocessSpec(), output=OutputSpec(kind="mask", names=("mask",), num_classes=3))
+    r = Renderer(m, view="overlay", alpha=0.4, legend=False)
+    lb = letterbox_for((512, 256), (128, 64), "stretch")
+    f = frame(256, 512, seed=5)
+    mask = np.zeros((64, 128), np.uint8)
+    mask[:24] = 1  # sky
+    mask[40:52, 30:70] = 2  # a car on the road
+    out = r.render(f, mask, lb)
+    pal = np.array(m.palette, np.uint8)
+    colours = cv2.resize(pal[mask], (512, 256), interpolation=cv2.INTER_NEAREST)
+    expected = cv2.addWeighted(f, 0.6, colours, 0.4, 0)
+    assert np.abs(out.astype(np.int16) - expected).max() <= 1
+    assert r._tiles is not None
