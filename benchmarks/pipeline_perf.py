@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--source-size", default="1920x1080", help="synthetic frame WxH (default 1920x1080)")
     ap.add_argument("--frames", type=int, default=60, help="frames per throughput measurement")
     ap.add_argument("--reps", type=int, default=60, help="frames for the pre/post timing")
-    ap.add_argument("--rounds", type=int, default=3,
+    ap.add_argument("--rounds", type=int, default=7,
                     help="raw/pipeline measurement pairs, interleaved so a shared machine's load hits both alike")
     ap.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
     ap.add_argument("--cv-threads", type=int, default=None,

@@ -445,12 +445,14 @@ class SyntheticSource(Source):
             return None
         w, h = self._size
         img = np.empty((h, w, 3), np.uint8)
-        drawn = self._scene.render_into(self._pos, img)
-        if drawn.shape == (h, w):
-            frame = Frame(img, self._pos, time.perf_counter(), drawn)
-        else:
-            frame = Frame(img, self._pos, time.perf_counter(),
-                          label_fn=lambda: resize_label(drawn, w, h))
+        scene, index = self._scene, self._pos
+        scene.render_into(index, img)  # ground truth only if someone asks for it
+
+        def label() -> np.ndarray:
+            drawn = scene.label_at(index)
+            return drawn if drawn.shape == (h, w) else resize_label(drawn, w, h)
+
+        frame = Frame(img, index, time.perf_counter(), label_fn=label)
         self._pos += 1
         return frame
 

@@ -25,8 +25,8 @@ a frame is a crop of the background, a few ROI-sized warps and masked copies, on
 an optional box blur and one noise add, all in OpenCV. Frames taller than 720 rows are drawn at
 half size and resized bilinearly (``detail=1`` draws them at full size): a 1080p frame costs
 about 5 ms on one core instead of 16, which matters because the source shares the CPU with
-inference in every benchmark. Ground truth comes back at the drawing size and is resized to
-the frame only when asked for. No torch here: the runtime never imports it.
+inference in every benchmark. Ground truth can be left out of a frame and drawn later, shapes
+only, with :meth:`SyntheticScene.label_at`. No torch here: the runtime never imports it.
 
 A scene instance serialises :meth:`SyntheticScene.render_into` with a lock (it reuses scratch
 buffers); use one instance per thread for parallel rendering.
@@ -209,6 +209,11 @@ def resize_label(label: np.ndarray, width: int, height: int, dst: np.ndarray | N
 _SALT_BACKGROUND, _SALT_NOISE, _SALT_OBJECT, _SALT_FRAME, _SALT_SCENE = 11, 12, 13, 14, 15
 
 
+def _check_index(index: object) -> None:
+    if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or index < 0:
+        raise IndexError(f"synthetic: frame index must be a non-negative integer, got {index!r}")
+
+
 def _rng(*key: int) -> np.random.Generator:
     return np.random.default_rng([int(k) & 0xFFFFFFFF for k in key])
 
@@ -354,7 +359,7 @@ class SyntheticScene:
         # Scratch buffers reused by every frame (guarded by the lock).
         self._mask = np.zeros((h, w), np.uint8)
         self._gain = np.empty((h, w, 3), np.uint8)
-        self._label = np.zeros((h, w), np.uint8)
+        self._label = np.zeros((h, w), np.uint8) if self._scaled else None
         self._canvas = np.empty((h, w, 3), np.uint8) if self._scaled else None
         self._objects: OrderedDict[tuple[int, int], _Object] = OrderedDict()
         self._lock = threading.Lock()
@@ -517,7 +522,8 @@ class SyntheticScene:
             self._patches.popitem(last=False)
         return patch
 
-    def _draw_object(self, obj: _Object, t: float, image: np.ndarray, label: np.ndarray) -> None:
+    def _draw_object(self, obj: _Object, t: float, image: np.ndarray | None, label: np.ndarray | None) -> None:
+        """Draw ``obj`` at time ``t`` into ``image`` (textured) and/or ``label`` (its class id)."""
         cfg = self._cfg
         h, w = cfg.height, cfg.width
         u = (t - obj.t0) / obj.duration
@@ -548,6 +554,10 @@ class SyntheticScene:
         if obj.holes:
             holes = [np.round((p @ rot.T + origin) * (1 << shift)).astype(np.int32) for p in obj.holes]
             cv2.fillPoly(mask, holes, 0, cv2.LINE_8, shift)
+        if label is not None:
+            np.copyto(label[y0:y1, x0:x1], np.uint8(obj.cls), where=mask.view(bool))
+        if image is None:
+            return
 
         # Texture: the cached patch, rotated and scaled with the object. Its resolution is
         # tied to the object's nominal size so the texture stays sharp at any frame size.
@@ -563,7 +573,6 @@ class SyntheticScene:
         tex = cv2.warpAffine(patch, warp, (x1 - x0, y1 - y0), flags=cv2.INTER_NEAREST,
                              borderMode=cv2.BORDER_CONSTANT)
         cv2.copyTo(tex, mask, image[y0:y1, x0:x1])
-        np.copyto(label[y0:y1, x0:x1], np.uint8(obj.cls), where=mask.view(bool))
 
     # ---------------------------------------------------------------- per-frame pipeline
 
@@ -575,34 +584,48 @@ class SyntheticScene:
         self.render_into(index, image, label)
         return image, label
 
-    def render_into(self, index: int, image: np.ndarray, label: np.ndarray | None = None) -> np.ndarray:
+    def render_into(self, index: int, image: np.ndarray, label: np.ndarray | None = None) -> None:
         """Render frame ``index`` into caller-owned buffers (C-contiguous uint8, HxWx3 and HxW).
 
-        Returns the ground truth at the drawing size (``config.draw_size``) as a new array;
-        ``label``, when given, also receives it at the frame size. A caller that may never
-        need the ground truth passes no ``label`` and resizes the returned one on demand
-        with :func:`resize_label` (the pipeline does: most frames are never scored).
+        ``label`` is optional: a caller that may never need the ground truth leaves it out and
+        asks :meth:`label_at` later (the pipeline does: most frames are never scored).
         """
         w, h = self.config.width, self.config.height
-        if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or index < 0:
-            raise IndexError(f"synthetic: frame index must be a non-negative integer, got {index!r}")
+        _check_index(index)
         if image.shape != (h, w, 3) or image.dtype != np.uint8 or not image.flags.c_contiguous:
             raise ValueError(f"synthetic: image buffer must be C-contiguous uint8 {(h, w, 3)}")
         if label is not None and (label.shape != (h, w) or label.dtype != np.uint8 or not label.flags.c_contiguous):
             raise ValueError(f"synthetic: label buffer must be C-contiguous uint8 {(h, w)}")
         with self._lock:
             canvas = self._canvas if self._scaled else image
-            self._draw(index, canvas, self._label)
+            small = None if label is None else (self._label if self._scaled else label)
+            self._draw(index, canvas, small)
             if self._scaled:
                 cv2.resize(canvas, (w, h), dst=image, interpolation=cv2.INTER_LINEAR)
-            if label is not None:
-                if self._scaled:
+                if label is not None:
                     resize_label(self._label, w, h, dst=label)
-                else:
-                    np.copyto(label, self._label)
-            return self._label.copy()
 
-    def _draw(self, index: int, image: np.ndarray, label: np.ndarray) -> None:
+    def label_at(self, index: int) -> np.ndarray:
+        """The ground truth of frame ``index`` at the drawing size (``config.draw_size``), a new
+        array: only the shapes are drawn, so it costs a fraction of a frame."""
+        _check_index(index)
+        cfg = self._cfg
+        label = np.empty((cfg.height, cfg.width), np.uint8)
+        with self._lock:
+            self._draw_objects(index / cfg.fps, None, label)
+        return label
+
+    def _draw_objects(self, t: float, image: np.ndarray | None, label: np.ndarray | None) -> None:
+        """Objects, far to near: the nearer (larger) one wins the pixel and the label."""
+        if label is not None:
+            label.fill(0)
+        objs = [self._object(slot, t) for slot in range(self._cfg.objects)]
+        depth = [o.radius * (1 + o.scale_amp * math.sin(
+            2 * np.pi * o.scale_freq * (t - o.t0) / o.duration + o.scale_phase)) for o in objs]
+        for i in np.argsort(depth, kind="stable"):
+            self._draw_object(objs[i], t, image, label)
+
+    def _draw(self, index: int, image: np.ndarray, label: np.ndarray | None) -> None:
         """Draw frame ``index`` at the drawing size (the caller holds the lock)."""
         cfg = self._cfg
         h, w = cfg.height, cfg.width
@@ -613,14 +636,9 @@ class SyntheticScene:
         ox = int(round(m + 0.95 * m * math.sin(0.21 * t + self._pan[0])))
         oy = int(round(m + 0.95 * m * math.sin(0.17 * t + self._pan[1])))
         np.copyto(image, self._background[oy:oy + h, ox:ox + w])
-        label.fill(0)
 
-        # 2. Objects, far to near: the nearer (larger) one wins the pixel and the label.
-        objs = [self._object(slot, t) for slot in range(cfg.objects)]
-        depth = [o.radius * (1 + o.scale_amp * math.sin(
-            2 * np.pi * o.scale_freq * (t - o.t0) / o.duration + o.scale_phase)) for o in objs]
-        for i in np.argsort(depth, kind="stable"):
-            self._draw_object(objs[i], t, image, label)
+        # 2. Objects.
+        self._draw_objects(t, image, label)
 
         # 3. Lighting: global gain, drifting gradient, white-balance drift, vignetting;
         #    a coarse gain grid, upsampled and applied in one saturating multiply.

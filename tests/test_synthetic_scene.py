@@ -291,13 +291,17 @@ def test_noise_strength_is_measured_at_the_frame_size():
         assert 6.5 < inner.std() < 9.5, (detail, inner.std())
 
 
-def test_render_into_returns_the_label_at_drawing_size():
-    scene = SyntheticScene(SyntheticConfig(width=1920, height=1080, seed=2))
-    image = np.empty((1080, 1920, 3), np.uint8)
-    label = np.empty((1080, 1920), np.uint8)
-    small = scene.render_into(30, image, label)
-    assert small.shape == (540, 960)
-    np.testing.assert_array_equal(resize_label(small, 1920, 1080), label)
-    again = scene.render_into(30, np.empty_like(image))
-    np.testing.assert_array_equal(again, small)  # a new array each call, not a scratch buffer
-    assert again is not small
+def test_label_at_is_the_ground_truth_of_the_rendered_frame():
+    for size, detail in (((1920, 1080), 0.0), ((320, 180), 0.0), ((640, 360), 0.5)):
+        cfg = SyntheticConfig(width=size[0], height=size[1], seed=2, detail=detail)
+        scene = SyntheticScene(cfg)
+        image = np.empty((size[1], size[0], 3), np.uint8)
+        label = np.empty((size[1], size[0]), np.uint8)
+        for index in (30, 31, 400):
+            scene.render_into(index, image, label)
+            small = scene.label_at(index)
+            assert small.shape == cfg.draw_size[::-1]
+            np.testing.assert_array_equal(resize_label(small, *size), label)
+            alone = np.empty_like(image)
+            scene.render_into(index, alone)  # without ground truth: the same picture
+            np.testing.assert_array_equal(alone, image)
