@@ -155,7 +155,7 @@ def _check_ort_supports_cache() -> None:
         import onnxruntime
         raise CalibrationError(
             f"onnxruntime {onnxruntime.__version__} cannot take precomputed calibration ranges",
-            hint="upgrade: pip install -U 'onnxruntime>=1.24'")
+            hint="upgrade: pip install -U 'onnxruntime>=1.30'")
 
 
 def int8_conversion(model: onnx.ModelProto, ranges: CalibrationRanges, *, exclude_nodes: Iterable[str] = (),
