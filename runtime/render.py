@@ -173,10 +173,13 @@ class Renderer:
             raise ConfigError(f"render needs a uint8 class mask, got {roi.dtype}")
         # Colourise at model resolution (applyColorMap with a user map is one table lookup per
         # pixel, twice as fast as merge + 3-channel LUT), then one nearest-neighbour upscale.
-        cv2.applyColorMap(roi, self._lut, dst=self._col_small)
+        if self._tiles is None:  # the tiled overlay colourises only if some tile is mixed
+            cv2.applyColorMap(roi, self._lut, dst=self._col_small)
         if self.view == "mask":
             cv2.resize(self._col_small, (w, h), dst=left, interpolation=cv2.INTER_NEAREST)
         elif not (self._tiles is not None and self._overlay_tiles(frame, roi, left)):
+            if self._tiles is not None:
+                cv2.applyColorMap(roi, self._lut, dst=self._col_small)
             n_bg = 0
             if self._has_bg:
                 cv2.LUT(roi, self._bg_lut, dst=self._bg_small)
@@ -235,8 +238,11 @@ class Renderer:
         for x0, y0, x1, y1 in content_tiles:
             lo, hi = cv2.minMaxLoc(roi[y0:y1, x0:x1])[:2]
             state.append(int(lo) if lo == hi else -1)
-        if state.count(-1) > _TILED_MAX_MIXED * len(state):
+        mixed = state.count(-1)
+        if mixed > _TILED_MAX_MIXED * len(state):
             return False
+        if mixed:
+            cv2.applyColorMap(roi, self._lut, dst=self._col_small)
         # Neighbouring tiles of a row in the same state are one call (tile edges are exact, so
         # any run of tiles is too): fewer, larger OpenCV calls.
         k, n = 0, len(state)
