@@ -206,6 +206,7 @@ class Pipeline:
         self.signals_received = 0
         self._iterating = False
         self._threads: list[threading.Thread] = []
+        self._finished: list[threading.Event] = []  # set by each thread's loop on its way out
         self._errors: list[BaseException] = []
         self._stop = threading.Event()  # abort: every thread leaves now
         self._stop_capture = threading.Event()  # graceful: no new frames, drain the rest
@@ -223,14 +224,14 @@ class Pipeline:
             try:
                 self._start(iterating=False)
                 try:
-                    self._wait(self._threads[-1])
+                    self._wait(self._finished[-1])
                 except KeyboardInterrupt:
                     interrupted = True
                     log.info("interrupted: stopping capture, draining, finalising %s",
                              self.sink.describe() if self.sink else "output")
                     self._stop_capture.set()
                     try:
-                        self._wait(self._threads[-1], timeout=30.0)
+                        self._wait(self._finished[-1], timeout=30.0)
                     except KeyboardInterrupt:
                         log.warning("second interrupt: dropping the frames still in flight")
             finally:
@@ -295,10 +296,14 @@ class Pipeline:
         self._decoder = MaskDecoder(self.manifest) if self.kind != "instances" else None
         self._label = f"{self.backend.name} {self.precision}"
         self._t_start = time.perf_counter()
+        # Each loop sets its event on the way out. The main thread waits on these rather than on
+        # Thread.join/is_alive: a signal raised inside Thread.join (3.11) can mark a running
+        # thread as stopped, and the sink would then be closed under the post thread's feet.
+        self._finished = [threading.Event() for _ in range(3)]
+        loops = (self._capture_loop, self._infer_loop, self._post_loop)
         self._threads = [
-            threading.Thread(target=self._guard, args=(self._capture_loop,), name="segrt-capture", daemon=True),
-            threading.Thread(target=self._guard, args=(self._infer_loop,), name="segrt-infer", daemon=True),
-            threading.Thread(target=self._guard, args=(self._post_loop,), name="segrt-post", daemon=True),
+            threading.Thread(target=self._guard, args=(loop, done), name=f"segrt-{name}", daemon=True)
+            for loop, done, name in zip(loops, self._finished, ("capture", "infer", "post"))
         ]
         for t in self._threads:
             t.start()
@@ -318,10 +323,10 @@ class Pipeline:
             # Unblocks a capture thread waiting for the next camera frame.
             with contextlib.suppress(Exception):
                 self.source.close()
-        for t in self._threads:
-            t.join(timeout=10.0)
-            if t.is_alive():
+        for t, done in zip(self._threads, self._finished):
+            if not done.wait(timeout=10.0):
                 log.warning("thread %s did not stop within 10 s", t.name)
+            t.join(timeout=1.0)
         self._t_end = time.perf_counter()
         self._close_resources()
 
@@ -341,11 +346,10 @@ class Pipeline:
         if self._errors:
             raise self._errors[0]
 
-    def _wait(self, thread: threading.Thread, timeout: float | None = None) -> None:
+    def _wait(self, done: threading.Event, timeout: float | None = None) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout
         last_log = time.monotonic()
-        while thread.is_alive():
-            thread.join(_POLL_S)  # short joins keep the main thread responsive to signals
+        while not done.wait(_POLL_S):  # short waits keep the main thread responsive to signals
             if self.sink is not None and self.sink.stop_requested:
                 self._stop_capture.set()
             if self._errors:
@@ -359,12 +363,14 @@ class Pipeline:
                 log.warning("drain timed out; closing with frames still in flight")
                 return
 
-    def _guard(self, loop) -> None:
+    def _guard(self, loop, done: threading.Event) -> None:
         try:
             loop()
         except BaseException as exc:  # noqa: BLE001 - re-raised to the caller by run()/__iter__
             self._errors.append(exc)
             self._stop.set()
+        finally:
+            done.set()
 
     # ------------------------------------------------------------------ queues
     def _put(self, q: queue.Queue, item: Any) -> bool:

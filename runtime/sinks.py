@@ -38,13 +38,24 @@ class Sink(Resource):
         self.uri = uri
         self._opened = False
         self.frames_written = 0
+        self._closed = False
         #: set by interactive sinks (a key pressed in the window): the pipeline stops
         self.stop_requested = False
 
 
 
+    def open(self) -> "Sink":
+        self._closed = False
+        return super().open()
+
+    def close(self) -> None:
+        super().close()
+        self._closed = True
+
     def write(self, image: np.ndarray) -> None:
         if not self._opened:
+            if self._closed:  # a late write must not start a new file beside the finished one
+                raise SinkError(f"{self.uri}: written after close")
             self.open()
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise SinkError(f"{self.uri}: expected an HxWx3 uint8 BGR image, got {image.shape} {image.dtype}")

@@ -111,3 +111,16 @@ def test_sink_rejects_non_images(tmp_path):
     with open_sink("null://") as sink:
         with pytest.raises(SinkError, match="HxWx3 uint8"):
             sink.write(np.zeros((4, 4), np.float32))
+
+
+def test_video_sink_refuses_a_write_after_close(tmp_path):
+    """A late write must not start a second temporary file beside the finished video."""
+    out = tmp_path / "v.avi"
+    sink = open_sink(str(out), fps=10.0, size=(64, 48))
+    frame = np.zeros((48, 64, 3), np.uint8)
+    with sink:
+        sink.write(frame)
+    assert out.is_file()
+    with pytest.raises(SinkError, match="after close"):
+        sink.write(frame)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v.avi"]
