@@ -15,6 +15,7 @@ from typing import Callable, Sequence
 import cv2
 import numpy as np
 import onnx
+
 from segrt.calibration.gate import ConfusionMatrix
 from segrt.calibration.sampling import Coverage, FrameSampler
 from segrt.errors import BackendError, CalibrationError

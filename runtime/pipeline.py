@@ -10,12 +10,13 @@ never drops a frame, while a live source drops stale frames inside its grabber (
 newest frame wins). Inference releases the GIL, so capture/pre/post of neighbouring
 frames overlap with it; preprocessing runs on the capture thread so the inference thread
 goes from one ``infer`` to the next with nothing in between (on a CPU backend every
-millisecond spent there is a millisecond the inference threads sit idle). Every frame is timed per stage (capture, pre, infer, post, sink) and
-end to end (capture timestamp -> written by the sink).
+millisecond spent there is a millisecond the inference threads sit idle). Every frame is
+timed per stage (capture, pre, infer, post, sink) and end to end (capture timestamp ->
+written by the sink).
 
-Buffers: input tensors, class masks and rendered images live in small rings sized so that a slot is
-never rewritten while a frame still in the pipeline (or the one the caller holds while
-iterating) refers to it. Nothing grows with the run: the timing history is a fixed-size
+Buffers: input tensors, class masks and rendered images live in small rings sized so that
+a slot is never rewritten while a frame still in the pipeline (or the one the caller holds
+while iterating) refers to it. Nothing grows with the run: the timing history is a fixed-size
 window, so memory stays flat on a long run.
 
 Errors raised in any thread stop the pipeline and are re-raised to the caller. ``run()``

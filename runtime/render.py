@@ -166,36 +166,12 @@ class Renderer:
     # -- semantic masks ------------------------------------------------------------------
     def _render_mask(self, frame: np.ndarray, mask: np.ndarray, lb: Letterbox, left: np.ndarray,
                      right: np.ndarray | None) -> list[tuple[np.ndarray, str, str]]:
-        h, w = frame.shape[:2]
         x0, y0, x1, y1 = lb.content
         roi = mask[y0:y1, x0:x1]  # drop the letterbox padding
         if roi.dtype != np.uint8:
             raise ConfigError(f"render needs a uint8 class mask, got {roi.dtype}")
-        # Colourise at model resolution (applyColorMap with a user map is one table lookup per
-        # pixel, twice as fast as merge + 3-channel LUT), then one nearest-neighbour upscale.
-        if self._tiles is None:  # the tiled overlay colourises only if some tile is mixed
-            cv2.applyColorMap(roi, self._lut, dst=self._col_small)
-        if self.view == "mask":
-            cv2.resize(self._col_small, (w, h), dst=left, interpolation=cv2.INTER_NEAREST)
-        elif not (self._tiles is not None and self._overlay_tiles(frame, roi, left)):
-            if self._tiles is not None:
-                cv2.applyColorMap(roi, self._lut, dst=self._col_small)
-            n_bg = 0
-            if self._has_bg:
-                cv2.LUT(roi, self._bg_lut, dst=self._bg_small)
-                n_bg = cv2.countNonZero(self._bg_small)
-            if right is not None:
-                cv2.resize(self._col_small, (w, h), dst=right, interpolation=cv2.INTER_NEAREST)
-            if n_bg == roi.size:
-                np.copyto(left, frame)  # only background: nothing to tint
-            else:
-                colours = right if right is not None else self._col_big
-                if right is None:
-                    cv2.resize(self._col_small, (w, h), dst=colours, interpolation=cv2.INTER_NEAREST)
-                cv2.addWeighted(frame, 1.0 - self.alpha, colours, self.alpha, 0.0, dst=left)
-                if n_bg:  # restore the background pixels (none when every pixel holds a class)
-                    cv2.resize(self._bg_small, (w, h), dst=self._bg_big, interpolation=cv2.INTER_NEAREST)
-                    cv2.copyTo(frame, self._bg_big, left)
+        if self._tiles is None or not self._overlay_tiles(frame, roi, left):
+            self._paint_whole(frame, roi, left, right)
         if not (self.legend or self.shares):
             return []
         # Class presence and shares from every 4th row and column (INTER_NEAREST at exactly a
@@ -222,6 +198,32 @@ class Renderer:
             entries.append((self.palette[c], self._name(int(c)), share))
         self._last_entries = entries
         return entries
+
+    def _paint_whole(self, frame: np.ndarray, roi: np.ndarray, left: np.ndarray, right: np.ndarray | None) -> None:
+        """The mask, overlay or side-by-side view over the whole frame at once."""
+        # Colourise at model resolution (applyColorMap with a user map is one table lookup per
+        # pixel, twice as fast as merge + 3-channel LUT), then one nearest-neighbour upscale.
+        cv2.applyColorMap(roi, self._lut, dst=self._col_small)
+        h, w = frame.shape[:2]
+        if self.view == "mask":
+            cv2.resize(self._col_small, (w, h), dst=left, interpolation=cv2.INTER_NEAREST)
+            return
+        n_bg = 0
+        if self._has_bg:
+            cv2.LUT(roi, self._bg_lut, dst=self._bg_small)
+            n_bg = cv2.countNonZero(self._bg_small)
+        if right is not None:
+            cv2.resize(self._col_small, (w, h), dst=right, interpolation=cv2.INTER_NEAREST)
+        if n_bg == roi.size:
+            np.copyto(left, frame)  # only background: nothing to tint
+            return
+        colours = right if right is not None else self._col_big
+        if right is None:
+            cv2.resize(self._col_small, (w, h), dst=colours, interpolation=cv2.INTER_NEAREST)
+        cv2.addWeighted(frame, 1.0 - self.alpha, colours, self.alpha, 0.0, dst=left)
+        if n_bg:  # restore the background pixels (none when every pixel holds a class)
+            cv2.resize(self._bg_small, (w, h), dst=self._bg_big, interpolation=cv2.INTER_NEAREST)
+            cv2.copyTo(frame, self._bg_big, left)
 
     def _overlay_tiles(self, frame: np.ndarray, roi: np.ndarray, out: np.ndarray) -> bool:
         """The overlay tile by tile, each tile by the cheapest exact means.

@@ -42,8 +42,6 @@ class Sink(Resource):
         #: set by interactive sinks (a key pressed in the window): the pipeline stops
         self.stop_requested = False
 
-
-
     def open(self) -> "Sink":
         self._closed = False
         return super().open()

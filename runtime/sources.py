@@ -35,7 +35,7 @@ import numpy as np
 
 from segrt.errors import SourceError
 from segrt.runtime.lifecycle import Resource
-from segrt.runtime.synthetic import resize_label
+from segrt.runtime.synthetic import SYNTHETIC_CLASSES, SyntheticScene, resize_label, synthetic_config_from_query
 
 log = logging.getLogger("segrt.source")
 
@@ -61,8 +61,8 @@ class Frame:
     ``label`` an HxW uint8 class-id mask when the source has ground truth, else None.
 
     A source may hand over the ground truth as ``label_fn``, a function that makes it: it then
-    runs on the first read of ``label`` only (the synthetic scene resizes its labels to the
-    frame size that way, and a pipeline that never scores a frame never pays for it).
+    runs on the first read of ``label`` only (the synthetic scene draws its labels that way,
+    and a pipeline that never scores a frame never pays for them).
     """
 
     __slots__ = ("image", "index", "timestamp", "_label", "_label_fn")
@@ -407,7 +407,6 @@ def folder_source(path: Path, uri: str) -> ImageListSource:
 # ------------------------------------------------------------------------------------------
 def _synthetic_config(uri: str, query: str) -> Any:
     from segrt.errors import ConfigError
-    from segrt.runtime.synthetic import synthetic_config_from_query
     try:
         return synthetic_config_from_query(query)
     except ConfigError as exc:  # a bad URI is a source error: one line, names the URI
@@ -423,13 +422,11 @@ class SyntheticSource(Source):
         super().__init__(uri)
         self.config = _synthetic_config(uri, query)
         self.has_labels = True
-        from segrt.runtime.synthetic import SYNTHETIC_CLASSES
         self.label_classes = SYNTHETIC_CLASSES
         self._scene = None
         self._pos = 0
 
     def _open(self) -> None:
-        from segrt.runtime.synthetic import SyntheticScene
         self._scene = SyntheticScene(self.config)
         self._size = (int(self.config.width), int(self.config.height))
         self._fps = float(self.config.fps)
@@ -605,7 +602,6 @@ class PacedSyntheticCapture:
     """
 
     def __init__(self, config: Any) -> None:
-        from segrt.runtime.synthetic import SyntheticScene
         self._scene = SyntheticScene(config)
         self._config = config
         self._period = 1.0 / float(config.fps)

@@ -24,7 +24,7 @@ Speed: the background, the noise and the per-class texture tiles are rendered on
 a frame is a crop of the background, a few ROI-sized warps and masked copies, one gain multiply,
 an optional box blur and one noise add, all in OpenCV. Frames taller than 720 rows are drawn at
 half size and resized bilinearly (``detail=1`` draws them at full size): a 1080p frame costs
-about 5 ms on one core instead of 16, which matters because the source shares the CPU with
+about 4 ms on one core instead of 16, which matters because the source shares the CPU with
 inference in every benchmark. Ground truth can be left out of a frame and drawn later, shapes
 only, with :meth:`SyntheticScene.label_at`. No torch here: the runtime never imports it.
 
@@ -80,6 +80,7 @@ _AREA_SCALE = {1: 0.9, 2: 1.05, 3: 1.3, 4: 1.05, 5: 1.05}
 _FULL_DETAIL_ROWS = 720  # auto detail: frames taller than this are drawn at half size
 _NOISE_MARGIN = 64  # the noise bank is larger than a frame by this; a frame takes a random crop
 _PATCH_CACHE = 64  # object texture patches kept (an object lives for many frames)
+_OBJECT_CACHE = 64  # object lives kept (each is a pure function of its slot and epoch)
 
 
 @dataclass(frozen=True)
@@ -444,7 +445,7 @@ class SyntheticScene:
         obj = self._objects.get((slot, epoch))
         if obj is None:
             obj = self._objects[(slot, epoch)] = self._new_object(slot, epoch, period)
-            while len(self._objects) > _PATCH_CACHE:
+            while len(self._objects) > _OBJECT_CACHE:
                 self._objects.popitem(last=False)
         else:
             self._objects.move_to_end((slot, epoch))

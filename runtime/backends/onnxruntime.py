@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
+
 from segrt.errors import BackendError, BackendUnavailableError
 from segrt.runtime.backends.base import Backend, TensorSpec
 
@@ -118,7 +119,6 @@ class OnnxRuntimeBackend(Backend):
 
     def _close(self) -> None:
         self._session = None
-
 
     @property
     def providers(self) -> list[str]:
