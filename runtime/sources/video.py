@@ -1,0 +1,79 @@
+"""A video file read with OpenCV's FFmpeg backend: every frame, in order, corrupt ones counted."""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import cv2
+
+from segrt.errors import SourceError
+from segrt.runtime.sources.base import (DEFAULT_IMAGE_FPS, MAX_CONSECUTIVE_BAD_FRAMES, Frame, Source, check_index,
+                                        log)
+
+
+class VideoFileSource(Source):
+    """A video file read with OpenCV's FFmpeg backend. Every frame is delivered; corrupt ones are skipped and counted."""
+
+    supports_seek = True
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        super().__init__(str(path))
+        self.path = Path(path)
+        self._cap: cv2.VideoCapture | None = None
+        self._pos = 0  # index of the frame the next successful read returns
+
+    def _open(self) -> None:
+        cap = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG)
+        if not cap.isOpened():
+            cap.release()
+            raise SourceError(f"cannot decode video {self.path}",
+                              hint="the file is not a video OpenCV's FFmpeg can read, or it is truncated "
+                                   "(an mp4 cut short loses its index): re-record or remux it")
+        self._cap = cap
+        w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        self._size = (w, h)
+        fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        self._fps = fps if 0 < fps < 1000 else DEFAULT_IMAGE_FPS
+        n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        self._frame_count = n if n > 0 else None
+        self._pos = 0
+
+    def _close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+    def _read(self) -> Frame | None:
+        cap = self._cap
+        bad = 0
+        while True:
+            n = self._frame_count
+            if n is not None and self._pos >= n:
+                return None
+            ok, img = cap.read()
+            t = time.perf_counter()
+            if ok and img is not None:
+                frame = Frame(img, self._pos, t)
+                self._pos += 1
+                return frame
+            if n is None:  # unknown length: a failed read is the end
+                return None
+            # The container announced more frames: this one is corrupt (the decoder skips it).
+            bad += 1
+            self.corrupt_frames += 1
+            self._pos += 1
+            if bad >= MAX_CONSECUTIVE_BAD_FRAMES:
+                missing = max(0, n - self._pos)
+                self.corrupt_frames += missing
+                log.warning("%s: %d frames unreadable from frame %d on (truncated file?); stopping",
+                            self.path, bad + missing, self._pos - bad)
+                self._pos = n
+                return None
+            if bad == 1:
+                log.warning("%s: frame %d is corrupt; skipped", self.path, self._pos - 1)
+
+    def seek(self, index: int) -> None:
+        index = check_index(self, index)
+        self._cap.set(cv2.CAP_PROP_POS_FRAMES, index)
+        self._pos = index
