@@ -9,7 +9,7 @@ from _bench_helpers import QUICK, static_bundle
 from segrt.calibration.api import quantize_bundle
 from segrt.runtime.bundle import Bundle
 from segrt.tools.bench import bench_bundles
-from segrt.tools.report import format_table, write_csv
+from segrt.tools.bench import format_table, write_csv
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import pytest
 from segrt.errors import ConfigError
 from segrt.runtime.stats import LatencyStats
 from segrt.tools.bench import BenchResult, BenchRow, E2EResult, StageResult
-from segrt.tools.report import (MIN_TOLERANCE, compare, environment_differences, format_comparison, load_json,
+from segrt.tools.bench import (MIN_TOLERANCE, compare, environment_differences, format_comparison, load_json,
                                 tolerance, verdict, write_json)
 
 

@@ -10,7 +10,7 @@ import pytest
 from _bench_helpers import QUICK, dynamic_bundle, static_bundle
 from segrt.errors import BundleError, ConfigError
 from segrt.tools.bench import ALL_STAGES, BenchResult, bench_bundles
-from segrt.tools.report import JSON_SCHEMA, STAT_FIELDS, compare, csv_columns, format_table, load_json, write_all
+from segrt.tools.bench import JSON_SCHEMA, STAT_FIELDS, compare, csv_columns, format_table, load_json, write_all
 
 
 @pytest.fixture(scope="module")

@@ -38,9 +38,8 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from segrt.tools.bench import bench_bundles, parse_size
-    from segrt.tools.report import (chart_unavailable_reason, compare, environment_differences,
-                                    format_comparison, format_table, load_json, write_all)
+    from segrt.tools.bench import (bench_bundles, chart_unavailable_reason, compare, environment_differences,
+                                   format_comparison, format_table, load_json, parse_size, write_all)
 
     # read the baseline first: a wrong path fails now, not after minutes of measuring
     baseline = load_json(args.compare) if args.compare else None

@@ -1,0 +1,65 @@
+"""The benchmark matrix: every bundle × precision × backend, opened up front, one cell at a time."""
+from __future__ import annotations
+
+import os
+import time
+from typing import Iterable, Sequence
+
+from segrt.errors import ConfigError
+from segrt.runtime.bundle import Bundle
+from segrt.runtime.manifest import PRECISIONS
+from segrt.tools.bench.cell import bench_cell
+from segrt.tools.bench.inputs import SCENE_FRAMES, synthetic_frames
+from segrt.tools.bench.results import BenchResult, BenchSettings
+from segrt.tools.bench.timing import Progress
+
+BENCH_BACKENDS = ("onnxruntime", "tensorrt")
+
+
+def _csv_list(values: Iterable[str] | str, allowed: Sequence[str], what: str) -> tuple[str, ...]:
+    items = [v.strip() for v in (values.split(",") if isinstance(values, str) else values) if v.strip()]
+    bad = [v for v in items if v not in allowed]
+    if bad or not items:
+        raise ConfigError(f"unknown {what}: {', '.join(bad) or '(none given)'}",
+                          hint=f"choose from {', '.join(allowed)}")
+    return tuple(dict.fromkeys(items))
+
+
+def bench_bundles(paths: Sequence[str | os.PathLike[str]], *, precisions: Iterable[str] | str = ("fp32",),
+                  backends: Iterable[str] | str = ("onnxruntime",), iters: int = 50, warmup: int = 5,
+                  threads: int | None = None, size: tuple[int, int] | None = None, e2e: bool = True,
+                  e2e_frames: int = 60, max_time_s: float = 10.0, cv_target: float = 0.05,
+                  progress: bool = True) -> BenchResult:
+    """Benchmark every bundle × precision × backend; unrunnable cells become skipped rows.
+
+    Bundles are opened (and validated) before anything is timed, so a typo fails
+    in a second, not after minutes of measuring the other models.
+    """
+    from segrt.tools.envinfo import environment
+
+    t_start = time.perf_counter()
+    precisions = _csv_list(precisions, PRECISIONS, "precision")
+    backends = _csv_list(backends, BENCH_BACKENDS, "backend")
+    settings = BenchSettings(iters=iters, warmup=warmup, max_time_s=max_time_s, cv_target=cv_target,
+                             threads=threads, size=size, e2e=e2e, e2e_frames=e2e_frames)
+    if not paths:
+        raise ConfigError("no bundle given", hint="segrt bench BUNDLE [BUNDLE...]")
+    bundles = [Bundle.open(p) for p in paths]
+    env = environment(threads)
+    bar = Progress(progress)
+    scene = synthetic_frames(SCENE_FRAMES if e2e else 1, *settings.frame_size)
+    rows = []
+    for bundle in bundles:
+        for precision in precisions:
+            for backend in backends:
+                bar.message(f"segrt bench: {bundle.manifest.name} {precision} {backend}")
+                row = bench_cell(bundle, precision, backend, settings, scene=scene, progress=bar)
+                if not row.ok:
+                    bar.message(f"  {row.status}: {row.reason}")
+                rows.append(row)
+    try:  # the load at the end too: a busy machine explains a wide spread
+        env["cpu"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    except (OSError, KeyError, TypeError):
+        pass
+    return BenchResult(rows=tuple(rows), environment=env, settings=settings.to_dict(),
+                       wall_s=time.perf_counter() - t_start)
