@@ -2,9 +2,13 @@
 
 Every error a user can cause derives from :class:`SegrtError`. The CLI prints
 ``str(err)`` on one line and exits with ``err.exit_code``; messages therefore
-name the file involved and say what to do about it.
+name the file involved and say what to do about it. A message and its hint are passed
+through :func:`segrt.runtime.redact.redact`, so no error (nor a ``-v`` traceback of one)
+carries a URI's password or a ``token=`` value.
 """
 from __future__ import annotations
+
+from segrt.runtime.redact import redact
 
 
 class SegrtError(Exception):
@@ -13,6 +17,8 @@ class SegrtError(Exception):
     exit_code: int = 2
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
+        message = redact(message)
+        hint = redact(hint) if hint else hint
         self.message = message
         self.hint = hint
         super().__init__(message if not hint else f"{message} ({hint})")

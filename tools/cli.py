@@ -11,10 +11,14 @@ import importlib
 import logging
 import os
 import sys
+import threading
+import traceback
 from typing import Sequence
 
 from segrt import __version__
 from segrt.errors import SegrtError
+from segrt.runtime.native_logs import configure_native_logs
+from segrt.runtime.redact import RedactingFilter, redact
 
 VERBS = ("models", "export", "quantize", "build", "run", "bench", "demo", "doctor")
 
@@ -45,21 +49,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s" if args.verbose else "%(message)s")
+    configure_native_logs(verbose=args.verbose)  # before any verb imports cv2 or opens a capture
+    _configure_logging(args.verbose)
     # Registers the engine builder with the runtime, so a stale engine can be rebuilt (torch-free).
     importlib.import_module("segrt.export.engine_from_onnx")
     try:
         rc = args.func(args)
     except SegrtError as err:
-        if args.verbose:
-            raise
+        if args.verbose:  # the full traceback, redacted, and still the error's own exit code
+            _print_traceback(err)
         print(f"segrt {args.verb}: error: {err}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
         print(f"segrt {args.verb}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug or a library failure: Python's report and exit 1, but redacted
+        _print_traceback(exc)
+        return 1
     return int(rc or 0)
+
+
+def _configure_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s" if verbose else "%(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactingFilter())
+    threading.excepthook = _thread_excepthook
+
+
+def _print_traceback(exc: BaseException) -> None:
+    print(redact("".join(traceback.format_exception(exc))), file=sys.stderr, end="", flush=True)
+
+
+def _thread_excepthook(hook_args: threading.ExceptHookArgs) -> None:
+    if hook_args.exc_type is SystemExit:
+        return
+    name = hook_args.thread.name if hook_args.thread is not None else "?"
+    print(redact(f"Exception in thread {name}:"), file=sys.stderr)
+    _print_traceback(hook_args.exc_value)
 
 
 if __name__ == "__main__":  # pragma: no cover
