@@ -48,6 +48,7 @@ from segrt.errors import AccuracyGateError, BundleError, CalibrationError, Confi
 from segrt.runtime.bundle import Bundle, onnx_filename
 from segrt.runtime.fsutil import atomic_path, sha256_file
 from segrt.runtime.manifest import Artifact
+from segrt.runtime.redact import redact
 
 log = logging.getLogger("segrt.calibration")
 
@@ -235,7 +236,7 @@ def _calibrate(prepared: onnx.ModelProto, bundle: Bundle, plan: SplitPlan, calib
         bar.close()
     cov = sampler.coverage
     prov = {
-        "source": plan.calib_uri, "method": method, "frames": cov.kept, "requested": cov.requested,
+        "source": redact(plan.calib_uri), "method": method, "frames": cov.kept, "requested": cov.requested,
         "mode": cov.mode, "index_range": list(cov.index_range) if cov.index_range else None,
         "source_frames": cov.source_frames, "dedup_dropped": cov.dropped_duplicates,
         "unreadable": cov.unreadable, "diversity": cov.diversity,
@@ -278,7 +279,7 @@ def quantize_bundle(bundle: Bundle | str | os.PathLike[str], precision: str, *, 
     if calib:
         plan = plan_split(calib, eval_source, calib_frames, eval_frames)
     else:  # FP16 without calibration frames: the evaluation source is used whole
-        plan = SplitPlan(str(eval_source), None, str(eval_source), None, f"evaluation source {eval_source}")
+        plan = SplitPlan(str(eval_source), None, str(eval_source), None, f"evaluation source {redact(eval_source)}")
     bar = progress_bar(eval_frames, "reading held-out frames", progress)
     eval_set = collect_eval_set(b.manifest, plan.eval_uri, eval_frames, index_range=plan.eval_range,
                                 on_frame=bar.update)

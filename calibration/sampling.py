@@ -31,6 +31,7 @@ import cv2
 import numpy as np
 
 from segrt.errors import CalibrationError, SegrtError, SourceError
+from segrt.runtime.redact import redact
 from segrt.runtime.sources import Frame, Source, VideoFileSource, open_source
 
 log = logging.getLogger("segrt.calibration")
@@ -108,7 +109,7 @@ class FrameSampler:
                  max_live_seconds: float | None = None) -> None:
         if n <= 0:
             raise CalibrationError(f"the number of frames must be positive, got {n}")
-        self.uri = uri if isinstance(uri, str) else uri.uri
+        self.uri = redact(uri) if isinstance(uri, str) else uri.uri  # display form; opening uses _source_arg
         self._source_arg = uri
         self.n = int(n)
         self.index_range = index_range
@@ -278,8 +279,9 @@ class SplitPlan:
     how: str  # one line for the report
 
     def to_dict(self) -> dict:
-        return {"calib_source": self.calib_uri, "calib_range": list(self.calib_range) if self.calib_range else None,
-                "eval_source": self.eval_uri, "eval_range": list(self.eval_range) if self.eval_range else None,
+        return {"calib_source": redact(self.calib_uri),
+                "calib_range": list(self.calib_range) if self.calib_range else None,
+                "eval_source": redact(self.eval_uri), "eval_range": list(self.eval_range) if self.eval_range else None,
                 "held_out": self.how}
 
 
@@ -299,7 +301,7 @@ def plan_split(calib_uri: str, eval_uri: str | None, calib_frames: int, eval_fra
       (quantize_bundle reads the evaluation frames first).
     """
     if eval_uri:
-        return SplitPlan(calib_uri, None, eval_uri, None, f"separate evaluation source {eval_uri}")
+        return SplitPlan(calib_uri, None, eval_uri, None, f"separate evaluation source {redact(eval_uri)}")
     synth = _synthetic_with_seed(calib_uri, EVAL_SEED_OFFSET)
     if synth is not None:
         open_source(calib_uri)  # parses the URI: a bad parameter is reported against the user's URI
@@ -329,4 +331,4 @@ def plan_split(calib_uri: str, eval_uri: str | None, calib_frames: int, eval_fra
         n_eval = max(1, int(round(count * eval_frames / (calib_frames + eval_frames))))
     split = count - n_eval
     return SplitPlan(calib_uri, (0, split), calib_uri, (split, count),
-                     f"frames {split}..{count - 1} of {calib_uri} (calibration used 0..{split - 1})")
+                     f"frames {split}..{count - 1} of {redact(calib_uri)} (calibration used 0..{split - 1})")

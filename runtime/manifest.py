@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from segrt.errors import ManifestError
+from segrt.runtime.redact import redacted_tree
 
 SCHEMA_VERSION = 1
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -336,11 +337,12 @@ class Manifest:
             "input": self.input.to_dict(),
             "preprocess": self.preprocess.to_dict(),
             "output": self.output.to_dict(),
-            "artifacts": {k: a.to_dict() for k, a in sorted(self.artifacts.items())},
-            "engines": [e.to_dict() for e in self.engines],
-            "source": dict(self.source),
-            "export": dict(self.export),
-            "calibration": dict(self.calibration) if self.calibration is not None else None,
+            # Provenance records may name URIs (a calibration stream, a weights URL): stored redacted.
+            "artifacts": redacted_tree({k: a.to_dict() for k, a in sorted(self.artifacts.items())}),
+            "engines": redacted_tree([e.to_dict() for e in self.engines]),
+            "source": redacted_tree(dict(self.source)),
+            "export": redacted_tree(dict(self.export)),
+            "calibration": redacted_tree(dict(self.calibration)) if self.calibration is not None else None,
         }
 
     @classmethod

@@ -23,6 +23,7 @@ import numpy as np
 from segrt.errors import SinkError
 from segrt.runtime.fsutil import write_bytes_atomic
 from segrt.runtime.lifecycle import Resource
+from segrt.runtime.redact import redact
 
 log = logging.getLogger("segrt.sink")
 
@@ -35,7 +36,7 @@ class Sink(Resource):
     """Consumes rendered frames. Context manager; ``frames_written`` counts what was accepted."""
 
     def __init__(self, uri: str) -> None:
-        self.uri = uri
+        self.uri = redact(uri)  # the display form; a sink opens its own parsed target
         self._opened = False
         self.frames_written = 0
         self._closed = False

@@ -9,6 +9,7 @@ import numpy as np
 
 from segrt.errors import SourceError
 from segrt.runtime.lifecycle import Resource
+from segrt.runtime.redact import redact
 
 log = logging.getLogger("segrt.source")
 
@@ -67,7 +68,9 @@ class Source(Resource):
     supports_seek: bool = False
 
     def __init__(self, uri: str) -> None:
-        self.uri = uri
+        # The display form (credentials masked), used in every message, log line and summary;
+        # only the opener of a stream keeps the raw URI.
+        self.uri = redact(uri)
         self._opened = False
         self._size: tuple[int, int] = (0, 0)
         self._fps: float = 0.0
