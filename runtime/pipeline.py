@@ -87,12 +87,13 @@ class RunSummary:
     sink: str = ""
     interrupted: bool = False
     reconnects: int = 0
+    damage: str = ""  # what the corrupt count covers and what it cannot (the source's damage_note)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "frames": self.frames, "fps": self.fps, "wall_s": self.wall_s, "dropped": self.dropped,
-            "corrupt": self.corrupt, "interrupted": self.interrupted, "reconnects": self.reconnects,
+            "corrupt": self.corrupt, "damage": self.damage, "interrupted": self.interrupted, "reconnects": self.reconnects,
             "source": self.source, "sink": self.sink, "backend": dict(self.backend),
             "stages": {k: v.to_dict() for k, v in self.stages.items()}, **self.extra,
         }
@@ -111,7 +112,7 @@ class RunSummary:
         tail = (f"frames {self.frames}  fps {self.fps:.2f}  wall {self.wall_s:.2f} s  dropped {self.dropped}"
                 f"  corrupt {self.corrupt}" + (f"  reconnects {self.reconnects}" if self.reconnects else "")
                 + ("  (interrupted; output finalised)" if self.interrupted else ""))
-        return "\n".join(head + [""] + rows + ["", tail])
+        return "\n".join(head + [""] + rows + ["", tail] + ([f"damage   {self.damage}"] if self.damage else []))
 
 
 class _Window:
@@ -524,4 +525,5 @@ class Pipeline:
             stages={k: w.stats() for k, w in self._times.items()}, backend=info,
             source=self.source.describe(), sink=self.sink.describe() if self.sink else "",
             interrupted=interrupted, reconnects=int(getattr(self.source, "reconnects", 0)),
+            damage=self.source.damage_note(),
         )

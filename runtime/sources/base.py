@@ -124,6 +124,10 @@ class Source(Resource):
         n = f", {self._frame_count} frames" if self._frame_count is not None else ""
         return f"{self.uri} ({kind}, {w}x{h} @ {self._fps:g} fps{n})"
 
+    def damage_note(self) -> str:
+        """For the run summary: what the corrupt count covers and what damage goes undetected ("" if nothing)."""
+        return ""
+
     @abc.abstractmethod
     def _open(self) -> None: ...
 

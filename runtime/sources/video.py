@@ -22,6 +22,10 @@ class VideoFileSource(Source):
         self.path = Path(path)
         self._cap: cv2.VideoCapture | None = None
         self._pos = 0  # index of the frame the next successful read returns
+        self.unreadable_frames = 0  # read() failed: skipped (also counted in corrupt_frames)
+        self.wrong_size_frames = 0  # decoded at another size than the stream's: skipped (also corrupt)
+        self.timeline_gaps = 0  # frame intervals with no frame, by the decoded frames' timestamps
+        self._last_ms: float | None = None
 
     def _open(self) -> None:
         cap = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG)
@@ -38,6 +42,7 @@ class VideoFileSource(Source):
         n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         self._frame_count = n if n > 0 else None
         self._pos = 0
+        self._last_ms = None
 
     def _close(self) -> None:
         if self._cap is not None:
@@ -53,13 +58,19 @@ class VideoFileSource(Source):
                 return None
             ok, img = cap.read()
             t = time.perf_counter()
-            if ok and img is not None:
+            if ok and img is not None and img.shape[:2] == (self._size[1], self._size[0]):
+                self._note_timestamp(bad)
                 frame = Frame(img, self._pos, t)
                 self._pos += 1
                 return frame
-            if n is None:  # unknown length: a failed read is the end
+            if ok and img is not None:  # decoded, but not at the stream's size: damaged, skipped
+                self.wrong_size_frames += 1
+                log.warning("%s: frame %d decoded at %dx%d instead of %dx%d; skipped", self.path, self._pos,
+                            img.shape[1], img.shape[0], *self._size)
+            elif n is None:  # unknown length: a failed read is the end
                 return None
-            # The container announced more frames: this one is corrupt (the decoder skips it).
+            else:  # the container announced more frames: this one is corrupt (the decoder skips it)
+                self.unreadable_frames += 1
             bad += 1
             self.corrupt_frames += 1
             self._pos += 1
@@ -73,7 +84,23 @@ class VideoFileSource(Source):
             if bad == 1:
                 log.warning("%s: frame %d is corrupt; skipped", self.path, self._pos - 1)
 
+    def _note_timestamp(self, skipped: int) -> None:
+        """Count frame intervals missing between this frame and the previous one (``skipped`` already counted)."""
+        ms = float(self._cap.get(cv2.CAP_PROP_POS_MSEC))
+        last, self._last_ms = self._last_ms, ms
+        if last is None or not self._fps:
+            return
+        intervals = (ms - last) * self._fps / 1000.0
+        if intervals > 1.5 + skipped:  # more than half a frame beyond the expected spacing
+            self.timeline_gaps += int(round(intervals)) - 1 - skipped
+
+    def damage_note(self) -> str:
+        return (f"corrupt = {self.unreadable_frames} unreadable + {self.wrong_size_frames} wrong-size frames; "
+                f"{self.timeline_gaps} timeline gaps (frame intervals with no frame). Not detectable: damage the "
+                "decoder conceals (such a frame decodes and counts as good; segrt -v shows the decoder's messages)")
+
     def seek(self, index: int) -> None:
         index = check_index(self, index)
         self._cap.set(cv2.CAP_PROP_POS_FRAMES, index)
         self._pos = index
+        self._last_ms = None
