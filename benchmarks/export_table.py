@@ -76,7 +76,7 @@ def torch_module_for(entry, h: int, w: int):
     """The same fused module the exporter traces (rebuilt with the exporter's seed)."""
     import torch
 
-    from segrt.export.api import SEED
+    from segrt.export.api_torch import SEED
     from segrt.export.fuse import FusedSegmentation, SemanticLogits
     from segrt.export.maskrcnn import MaskRCNNExport
 
@@ -227,7 +227,7 @@ def main(argv=None) -> int:
 
     import torch
 
-    from segrt.export.api import parse_size
+    from segrt.export.spec import parse_size
     from segrt.export.zoo import list_entries
 
     logging.basicConfig(level=logging.ERROR)

@@ -89,7 +89,7 @@ def normalise_frames(frames: np.ndarray, mean: Sequence[float], std: Sequence[fl
 
 
 # -- ONNX Runtime helpers ----------------------------------------------------------------------
-def _session(model: onnx.ModelProto | str | Path, threads: int | None = None):
+def ort_session(model: onnx.ModelProto | str | Path, threads: int | None = None):
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -100,7 +100,7 @@ def _session(model: onnx.ModelProto | str | Path, threads: int | None = None):
     return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
 
 
-def _expose_argmax_input(model: onnx.ModelProto) -> str:
+def expose_argmax_input(model: onnx.ModelProto) -> str:
     """Add the tensor feeding the final ArgMax as a graph output; return its name."""
     argmax = [n for n in model.graph.node if n.op_type == "ArgMax"]
     if not argmax:
@@ -148,11 +148,11 @@ def verify_semantic(onnx_path: str | Path, reference: Callable[[np.ndarray], np.
     model = onnx.load(str(onnx_path))
     input_name = model.graph.input[0].name
     if fused:
-        logits_name = _expose_argmax_input(model)
+        logits_name = expose_argmax_input(model)
         out_names = [model.graph.output[0].name, logits_name]
     else:
         out_names = [model.graph.output[0].name]
-    sess = _session(model)
+    sess = ort_session(model)
     per_input = []
     for kind, frame in frames:
         x_np = frame if fused else normalise_frames(frame, mean, std, color_order)
@@ -236,7 +236,7 @@ def verify_instances(onnx_path: str | Path, torch_module, frames: list[tuple[str
     import torch
 
     onnx_path = Path(onnx_path)
-    sess = _session(onnx_path)
+    sess = ort_session(onnx_path)
     input_name = sess.get_inputs()[0].name
     per_input = []
     for kind, frame in frames:

@@ -40,7 +40,8 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from segrt.errors import ConfigError
-    from segrt.export.api import ModelSpec, export_bundle, parse_triplet
+    from segrt.export.api import export_bundle
+    from segrt.export.spec import ModelSpec, parse_triplet
 
     if args.classes and args.classes_file:
         raise ConfigError("--classes and --classes-file both given", hint="pass only one of them")
