@@ -29,8 +29,9 @@ import onnx
 
 from segrt.calibration.collect import METHODS, CalibrationRanges, calibrate_ranges, tensors_to_calibrate
 from segrt.calibration.evaluate import EvalSet, agreement_with, collect_eval_set, compare_masks, predict_masks
+from segrt.calibration.evidence import evidence_from_masks
 from segrt.calibration.fp16 import DEFAULT_KEEP_FP32_OPS, fp16_conversion, fp32_emulation_from_fp16
-from segrt.calibration.gate import AccuracyReport, PrecisionAccuracy, normalize_gate
+from segrt.calibration.gate import AccuracyReport, PrecisionAccuracy, evidence_message, normalize_gate
 from segrt.calibration.progress import progress_bar
 from segrt.calibration.qdq import (
     DEFAULT_QUANT_OPS,
@@ -251,7 +252,7 @@ def quantize_bundle(bundle: Bundle | str | os.PathLike[str], precision: str, *, 
                     eval_frames: int = 50, gate: float | None = None, enforce_gate: bool = True,
                     max_fallback: int = 8, progress: bool = True, threads: int | None = None,
                     op_types: Sequence[str] = DEFAULT_QUANT_OPS, remainder: str = "fp16",
-                    sensitivity_frames: int = SENSITIVITY_FRAMES) -> QuantizeReport:
+                    sensitivity_frames: int = SENSITIVITY_FRAMES, allow_small_eval: bool = False) -> QuantizeReport:
     """Make the ``precision`` ONNX of ``bundle``, gate it against FP32, and register it.
 
     ``gate`` is the minimum pixel agreement with FP32 (fraction or percent; default 99.9% for
@@ -259,6 +260,11 @@ def quantize_bundle(bundle: Bundle | str | os.PathLike[str], precision: str, *, 
     nothing is written, unless ``enforce_gate=False``. ``calib`` is required for INT8;
     ``eval_source`` defaults to a held-out part of ``calib`` (for ``synthetic://``, another
     seed), and for FP16 without either to a synthetic scene at the model's size.
+
+    The gate passes only on enough evidence (:mod:`segrt.calibration.evidence`: distinct
+    held-out frames, FP32 pixels per class); with less, AccuracyGateError is raised before
+    anything is converted, unless ``allow_small_eval`` (or ``enforce_gate=False``, which
+    registers the result as failed). A failing result never replaces an existing artifact.
     """
     t0 = time.perf_counter()
     _check_args(precision, method, calib, calib_frames, eval_frames, max_fallback)
@@ -287,6 +293,17 @@ def quantize_bundle(bundle: Bundle | str | os.PathLike[str], precision: str, *, 
     if len(eval_set) < eval_frames:
         warnings.append(f"only {len(eval_set)} evaluation frames (asked {eval_frames})")
     evaluator = _Evaluator(b, eval_set, fp32_model, threads, progress, sensitivity_frames)
+    evidence = evidence_from_masks(evaluator.ref, b.manifest.classes)
+    if evidence.shortfalls() and enforce_gate and not allow_small_eval:
+        note = evidence.meaningless_note()
+        err = AccuracyGateError(evidence_message(evidence.shortfalls())
+                                + (f"; {note.split(';')[0]}" if note else "")
+                                + f"; {onnx_filename(precision)} was not written",
+                                hint="give more varied --eval frames (or a longer --calib to hold out from), "
+                                     "or accept it explicitly with --allow-small-eval")
+        raise err
+    if evidence.meaningless_note():
+        warnings.append(evidence.meaningless_note())
 
     # -- the conversion, as a function of the excluded layers ------------------------------------
     calibration = None
@@ -344,7 +361,8 @@ def quantize_bundle(bundle: Bundle | str | os.PathLike[str], precision: str, *, 
     low_row = evaluator.row(precision, emulated, artifact_model)
     eval_info = {**plan.to_dict(), "frames": len(eval_set), "labels": eval_set.has_labels,
                  "eval_coverage": eval_set.coverage.to_dict(), "emulated_fp16_rounding": True}
-    report = AccuracyReport(precision, gate_value, b.manifest.classes, [evaluator.fp32_row(), low_row], eval_info)
+    report = AccuracyReport(precision, gate_value, b.manifest.classes, [evaluator.fp32_row(), low_row], eval_info,
+                            evidence=evidence, allow_small_eval=allow_small_eval)
     if fallback is not None:
         details["fallback"] = fallback.to_dict()
     details.update({"fp32_sha256": fp32_sha, "excluded_by_fallback": list(excluded), "gate": gate_value,
@@ -361,14 +379,21 @@ def quantize_bundle(bundle: Bundle | str | os.PathLike[str], precision: str, *, 
                f"{100 * gate_value:.3f}%")
         if fallback is not None and fallback.ranking:
             msg += f" even after excluding {len(excluded)} layer(s) (--max-fallback {max_fallback})"
-        err = AccuracyGateError(msg + f"; {onnx_filename(precision)} was not written",
-                                hint="try --method entropy/percentile, a larger --max-fallback, more varied --calib "
-                                     "frames, or accept it explicitly with --no-gate")
+        err = AccuracyGateError(msg + f"; {onnx_filename(precision)} was not written", hint=gate_hint(precision))
         err.report = result  # type: ignore[attr-defined]
         raise err
     if not report.passed:
-        warnings.append(f"gate FAILED ({100 * (report.agreement or 0):.3f}% < {100 * gate_value:.3f}%) "
-                        "and was overridden: the artifact is registered with passed=false")
+        target = b.path / onnx_filename(precision)
+        if precision in b.manifest.artifacts or target.exists():
+            err = AccuracyGateError(f"{precision} failed its gate and {target.name} already exists: a failing "
+                                    "result never replaces an artifact, so it was kept unchanged",
+                                    hint=f"to inspect the failing model, quantize a copy (cp -r {b.path} "
+                                         f"{b.path}-try) with --no-gate")
+            err.report = result  # type: ignore[attr-defined]
+            raise err
+        why = (f"{100 * (report.agreement or 0):.3f}% < {100 * gate_value:.3f}%" if not report.agreement_passed
+               else "too little evidence: " + "; ".join(report.evidence_shortfalls))
+        warnings.append(f"gate FAILED ({why}) and was overridden: the artifact is registered with passed=false")
 
     # -- write: ranges, then the ONNX, then one manifest update ---------------------------------
     manifest = b.manifest
@@ -387,6 +412,15 @@ def quantize_bundle(bundle: Bundle | str | os.PathLike[str], precision: str, *, 
     result.artifact = art
     result.seconds = time.perf_counter() - t0
     return result
+
+
+def gate_hint(precision: str) -> str:
+    """What to try after ``precision`` failed its gate: only options that apply to that precision."""
+    if precision == "fp16":
+        return ("try a larger --max-fallback (keeps the worst layers in FP32), check it on your own --eval "
+                "frames, or accept it explicitly with --no-gate")
+    return ("try --method entropy or percentile, a larger --max-fallback, more varied --calib frames, "
+            "or accept it explicitly with --no-gate")
 
 
 def _jsonable(obj):

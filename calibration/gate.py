@@ -18,6 +18,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from segrt.calibration.evidence import MIN_CLASS_PIXELS, Evidence
 from segrt.errors import AccuracyGateError, ConfigError
 
 DEFAULT_GATES = {"fp16": 0.999, "int8": 0.99}
@@ -122,6 +123,8 @@ class AccuracyReport:
     classes: Sequence[str]
     rows: list[PrecisionAccuracy]
     eval_info: Mapping = field(default_factory=dict)
+    evidence: Evidence | None = None  # what the held-out frames hold (None: not assessed)
+    allow_small_eval: bool = False  # pass on less evidence than the minimum (--allow-small-eval)
 
     def row(self, precision: str) -> PrecisionAccuracy | None:
         return next((r for r in self.rows if r.precision == precision), None)
@@ -132,9 +135,20 @@ class AccuracyReport:
         return r.agreement if r else None
 
     @property
-    def passed(self) -> bool:
+    def agreement_passed(self) -> bool:
         a = self.agreement
         return a is not None and a >= self.gate
+
+    @property
+    def evidence_shortfalls(self) -> list[str]:
+        """Why the held-out frames are too few for the gate; empty when enough (or accepted)."""
+        if self.evidence is None or self.allow_small_eval:
+            return []
+        return self.evidence.shortfalls()
+
+    @property
+    def passed(self) -> bool:
+        return self.agreement_passed and not self.evidence_shortfalls
 
     def to_manifest(self) -> dict:
         """The ``Artifact.accuracy`` record of the lower precision (plain JSON types)."""
@@ -152,6 +166,8 @@ class AccuracyReport:
             "per_class_iou_vs_labels": _named(self.classes, low.vs_labels) if low and low.vs_labels else None,
             "fp32_miou_vs_labels": fp32.vs_labels["miou"] if fp32 and fp32.vs_labels else None,
             "eval": dict(self.eval_info),
+            "evidence": self.evidence.to_dict() if self.evidence is not None else None,
+            "allow_small_eval": self.allow_small_eval,
         }
         if rec["miou_vs_labels"] is not None and rec["fp32_miou_vs_labels"] is not None:
             rec["miou_drop_vs_labels"] = rec["fp32_miou_vs_labels"] - rec["miou_vs_labels"]
@@ -185,22 +201,49 @@ class AccuracyReport:
             # classes absent from every reference and prediction have no IoU anywhere: no row
             rows2 = [[name] + [_pct(c[i]) for c in cols] for i, name in enumerate(self.classes)
                      if any(c[i] is not None for c in cols)]
+            if self.evidence is not None:  # how many FP32 pixels each IoU rests on
+                head2.append("fp32 pixels")
+                px = dict(zip(self.evidence.classes, self.evidence.class_pixels))
+                for r in rows2:
+                    n = px.get(r[0], 0)
+                    r.append(f"{n}" + (" (too few)" if n < MIN_CLASS_PIXELS else ""))
             out += "\n" + _table(head2, rows2)
+        ev = self.evidence
+        if ev is not None:
+            out += (f"\nevidence: {ev.frames} distinct held-out frames, {ev.pixels} pixels, "
+                    f"{len(ev.classes_with_evidence)} classes with >= {MIN_CLASS_PIXELS} FP32 pixels")
+            if self.allow_small_eval and ev.shortfalls():
+                out += " (below the minimum: " + "; ".join(ev.shortfalls()) + "; accepted by --allow-small-eval)"
+            note = ev.meaningless_note()
+            if note:
+                out += f"\nnote: {note}"
         verdict = "PASSED" if self.passed else "FAILED"
         a = self.agreement
         out += (f"\ngate: {self.precision} pixel agreement with FP32 {_pct(a)} "
-                f"{'>=' if self.passed else '<'} {_pct(self.gate)} -> {verdict}")
-        return out
+                f"{'>=' if self.agreement_passed else '<'} {_pct(self.gate)}")
+        if self.evidence_shortfalls:
+            out += " but too little evidence (" + "; ".join(self.evidence_shortfalls) + ")"
+        return out + f" -> {verdict}"
 
     def check(self) -> None:
         """Raise AccuracyGateError when the gate fails."""
+        if self.evidence_shortfalls:
+            raise AccuracyGateError(evidence_message(self.evidence_shortfalls),
+                                    hint="give more varied --eval frames, or accept it explicitly with "
+                                         "--allow-small-eval")
         if not self.passed:
             raise AccuracyGateError(
                 f"{self.precision} agrees with FP32 on {_pct(self.agreement)} of pixels, below the gate of "
                 f"{_pct(self.gate)}",
-                hint="try --method entropy or percentile, more/different --calib frames, a larger "
-                     "--max-fallback, or accept it explicitly with --no-gate",
+                hint=("try a larger --max-fallback, your own --eval frames, or accept it explicitly with --no-gate"
+                      if self.precision == "fp16" else
+                      "try --method entropy or percentile, more/different --calib frames, a larger "
+                      "--max-fallback, or accept it explicitly with --no-gate"),
             )
+
+
+def evidence_message(shortfalls: Sequence[str]) -> str:
+    return "too little evidence for an accuracy gate: " + "; ".join(shortfalls)
 
 
 def _named(classes: Sequence[str], d: dict) -> dict:

@@ -352,6 +352,9 @@ class Manifest:
         version = d.get("schema_version")
         if not isinstance(version, int) or isinstance(version, bool):
             raise ManifestError(f"schema_version: expected an integer, got {version!r}")
+        if version < 1:
+            raise ManifestError(f"schema_version {version} is not a segrt manifest version (they start at 1)",
+                                hint="re-export the bundle with segrt export")
         if version > SCHEMA_VERSION:
             raise ManifestError(
                 f"schema_version {version} is newer than this segrt understands ({SCHEMA_VERSION})",

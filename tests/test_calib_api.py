@@ -59,7 +59,7 @@ def test_int8_end_to_end_registers_artifact_with_provenance(bundle):
 
 
 def test_fp16_without_sources_checks_on_a_synthetic_scene(bundle):
-    rep = quantize_bundle(bundle, "fp16", eval_frames=6, progress=False)
+    rep = quantize_bundle(bundle, "fp16", eval_frames=10, progress=False)
     assert rep.passed and rep.accuracy.agreement >= 0.999
     assert any("synthetic" in w for w in rep.warnings)
     assert Bundle.open(bundle.path).manifest.calibration is None  # FP16 needs no calibration
@@ -69,7 +69,7 @@ def test_fp16_without_sources_checks_on_a_synthetic_scene(bundle):
 def test_gate_failure_writes_nothing(bundle):
     before = _snapshot(bundle.path)
     with pytest.raises(AccuracyGateError) as info:
-        quantize_bundle(bundle, "int8", calib=CALIB, calib_frames=20, eval_frames=6, gate=100.0,
+        quantize_bundle(bundle, "int8", calib=CALIB, calib_frames=20, eval_frames=10, gate=100.0,
                         max_fallback=0, progress=False)
     assert "not written" in str(info.value)
     assert info.value.report.accuracy.agreement < 1.0  # the numbers behind the refusal
@@ -77,7 +77,7 @@ def test_gate_failure_writes_nothing(bundle):
 
 
 def test_no_gate_override_registers_a_failing_artifact(bundle):
-    rep = quantize_bundle(bundle, "int8", calib=CALIB, calib_frames=20, eval_frames=6, gate=100.0,
+    rep = quantize_bundle(bundle, "int8", calib=CALIB, calib_frames=20, eval_frames=10, gate=100.0,
                           enforce_gate=False, max_fallback=0, progress=False)
     assert not rep.passed
     art = Bundle.open(bundle.path).manifest.artifacts["int8"]
@@ -122,7 +122,7 @@ def _cli(*args):
 
 
 def test_cli_int8_succeeds(bundle, capsys):
-    rc = _cli(bundle.path, "--precision", "int8", "--calib", CALIB, "--calib-frames", 20, "--eval-frames", 6,
+    rc = _cli(bundle.path, "--precision", "int8", "--calib", CALIB, "--calib-frames", 20, "--eval-frames", 10,
               "--gate", 95)
     assert rc == 0
     out = capsys.readouterr().out
@@ -132,7 +132,7 @@ def test_cli_int8_succeeds(bundle, capsys):
 @pytest.mark.parametrize("case", ["unknown_precision", "empty_calib", "unreadable_calib", "no_fp32", "no_calib",
                                   "gate_fails"])
 def test_cli_bad_input_exits_2_and_leaves_bundle(bundle, tmp_path, capsys, case):
-    args = [bundle.path, "--precision", "int8", "--calib", CALIB, "--calib-frames", 20, "--eval-frames", 6]
+    args = [bundle.path, "--precision", "int8", "--calib", CALIB, "--calib-frames", 20, "--eval-frames", 10]
     if case == "unknown_precision":
         args[2] = "int4"
     elif case == "empty_calib":
@@ -178,7 +178,7 @@ def test_zoo_models_quantize_end_to_end(tmp_path, model):
 
 def test_fp16_fallback_keeps_layers_in_fp32(bundle):
     # an unreachable gate makes the FP16 fallback rank every conv and keep the useful ones in FP32
-    rep = quantize_bundle(bundle, "fp16", calib=CALIB, eval_frames=6, gate=100.0, enforce_gate=False,
+    rep = quantize_bundle(bundle, "fp16", calib=CALIB, eval_frames=10, gate=100.0, enforce_gate=False,
                           max_fallback=2, progress=False)
     fb = rep.fallback
     assert fb is not None and fb.candidates == 3 and len(fb.ranking) == 3

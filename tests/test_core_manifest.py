@@ -29,6 +29,15 @@ def test_newer_schema_is_refused_with_upgrade_hint():
     assert "pip install -U segrt" in str(info.value)
 
 
+@pytest.mark.parametrize("version", [0, -3])
+def test_schema_version_below_one_is_refused(version):
+    d = tiny_manifest().to_dict()
+    d["schema_version"] = version
+    with pytest.raises(ManifestError, match=f"schema_version {version} is not a segrt manifest version") as info:
+        Manifest.from_dict(d)
+    assert "\n" not in str(info.value) and "re-export" in str(info.value)
+
+
 @pytest.mark.parametrize("path, value, match", [
     (("input", "layout"), "NCWH", "input.layout"),
     (("input", "height"), 0, "input.height"),

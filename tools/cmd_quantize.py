@@ -29,6 +29,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="minimum %% of pixels agreeing with FP32 (default 99.9 for fp16, 99.0 for int8)")
     p.add_argument("--no-gate", "--allow-fail", dest="enforce_gate", action="store_false",
                    help="register the result even below the gate (explicit override)")
+    p.add_argument("--allow-small-eval", dest="allow_small_eval", action="store_true",
+                   help="let the gate pass on fewer than 10 distinct held-out frames or fewer than 2 classes with "
+                        ">= 1000 FP32 pixels (otherwise it refuses: too little evidence)")
     p.add_argument("--max-fallback", type=int, default=8, metavar="N",
                    help="at most N layers kept out of low precision by the sensitivity fallback (default 8; 0 = off)")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
@@ -44,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
             args.bundle, args.precision, calib=args.calib, calib_frames=args.calib_frames, method=args.method,
             eval_source=args.eval_source, eval_frames=args.eval_frames, gate=args.gate,
             enforce_gate=args.enforce_gate, max_fallback=args.max_fallback, progress=args.progress,
-            threads=args.threads)
+            threads=args.threads, allow_small_eval=args.allow_small_eval)
     except AccuracyGateError as err:
         rep = getattr(err, "report", None)
         if rep is not None:  # show the numbers behind the refusal; cli.py prints the error line
