@@ -13,9 +13,16 @@ Split in two so the logic is tested without a GPU:
   the cache file (read/validate/write atomically), counting.
 * :func:`calibrator_class` (TensorRT, ``legacy_calibrator`` path): the subclass
   TensorRT calls back, which copies each batch to one device buffer.
+
+TensorRT's Python trampolines catch any exception raised in ``get_batch`` or the
+cache callbacks, print it and carry on as if the data had ended, so a bad batch
+would silently end calibration early. The callbacks therefore never raise: the
+feed stores the first exception (:meth:`CalibrationFeed.guard`) and answers
+None, and the build re-raises it afterwards (:meth:`CalibrationFeed.finish`).
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
@@ -27,7 +34,7 @@ from segrt.runtime.fsutil import write_bytes_atomic
 from segrt.runtime.trt_api import trt_path
 
 TRT_PATHS = {"legacy_calibrator": ("10.3", "10.16")}
-
+log = logging.getLogger("segrt.calibration")
 
 
 def _cache_tag(kind: str) -> str:
@@ -57,8 +64,12 @@ class CalibrationFeed:
 
     def __init__(self, batches: Iterable[np.ndarray], *, shape: Sequence[int], dtype: np.dtype,
                  cache_path: str | Path, kind: str, to_device: Callable[[np.ndarray], int] | None = None,
-                 trt_version: str | None = None) -> None:
+                 trt_version: str | None = None, expected: int | None = None) -> None:
         _cache_tag(kind)
+        self.expected = expected      # batches asked of the source (None: no source, cache only)
+        self.error: BaseException | None = None  # first exception a TensorRT callback hit
+        self.exhausted = False        # the source said it had no more batches
+        self.cache_used = False       # read_cache handed TensorRT a cache (it then asks for no batch)
         self.trt_version = trt_version
         self.shape = tuple(int(d) for d in shape)
         self.dtype = np.dtype(dtype)
@@ -77,6 +88,7 @@ class CalibrationFeed:
         try:
             b = next(self._batches)
         except StopIteration:
+            self.exhausted = True
             if self.count == 0:
                 raise CalibrationError("the calibration source gave no frames",
                                        hint="pass --calib with a folder, video or synthetic://") from None
@@ -114,6 +126,7 @@ class CalibrationFeed:
             ok = usable_cache(data, self.kind, self.trt_version, str(self.cache_path))
         except CalibrationError:
             return None  # malformed: calibrate again and overwrite it
+        self.cache_used = ok
         return data if ok else None
 
     def write_cache(self, data: bytes) -> None:
@@ -121,6 +134,34 @@ class CalibrationFeed:
         data = bytes(data)
         calibration_cache_from_text(data.decode("utf-8", "replace"), source="TensorRT's calibration cache")
         write_bytes_atomic(self.cache_path, data)
+
+    def guard(self, callback: Callable, *args):
+        """Run a TensorRT callback without letting an exception reach TensorRT's trampoline.
+
+        The first exception is kept in ``error`` and every callback answers None from then
+        on (TensorRT then stops asking for batches); :meth:`finish` re-raises it.
+        """
+        if self.error is not None:
+            return None
+        try:
+            return callback(*args)
+        except Exception as exc:  # kept and re-raised by finish() after the build
+            self.error = exc
+            return None
+
+    def finish(self) -> None:
+        """After the build: re-raise a callback's exception, or refuse a calibration that ended early."""
+        if self.error is not None:
+            raise self.error
+        if self.cache_used or self.expected is None:
+            return
+        if self.count < self.expected and not self.exhausted:
+            raise CalibrationError(f"TensorRT stopped asking for calibration batches after {self.count} of "
+                                   f"{self.expected}, before the source ran out",
+                                   hint="see the TensorRT log above; the engine was not saved")
+        if self.count < self.expected:
+            log.warning("calibrated on %d of %d batches: the source had no more distinct frames",
+                        self.count, self.expected)
 
 
 @trt_path("legacy_calibrator")
@@ -137,14 +178,15 @@ def calibrator_class(trt, kind: str) -> type:
         def get_batch_size(self) -> int:  # ignored with explicit batch, still required
             return self.feed.batch_size
 
+        # TensorRT swallows exceptions raised here: the feed keeps them for finish().
         def get_batch(self, names):
-            return self.feed.next_pointers(names)
+            return self.feed.guard(self.feed.next_pointers, names)
 
         def read_calibration_cache(self):
-            return self.feed.read_cache()
+            return self.feed.guard(self.feed.read_cache)
 
         def write_calibration_cache(self, cache) -> None:
-            self.feed.write_cache(cache)
+            self.feed.guard(self.feed.write_cache, cache)
 
     return SegrtCalibrator
 
@@ -166,8 +208,10 @@ def legacy_calibrator(trt, bundle, *, kind: str, source_uri: str | None, frames:
     cache_path = calibration_cache_path(bundle.path, kind, shape)
     dtype = np.dtype(bundle.manifest.input.dtype)
     version = str(getattr(trt, "__version__", "")) or None
+    expected = None
     if source_uri:
         batches: Iterable[np.ndarray] = _calibration_batches(bundle, source_uri, frames, int(shape[0]))
+        expected = int(frames) // int(shape[0])
     elif cache_path.is_file() and usable_cache(cache_path.read_bytes(), kind, version, str(cache_path)):
         batches = iter(())  # TensorRT takes the scales from the cache and asks for no batch
     else:
@@ -188,7 +232,7 @@ def legacy_calibrator(trt, bundle, *, kind: str, source_uri: str | None, frames:
             dev.free()  # type: ignore[attr-defined]
 
     feed = CalibrationFeed(batches, shape=shape, dtype=dtype, cache_path=cache_path, kind=kind,
-                           to_device=to_device, trt_version=version)
+                           to_device=to_device, trt_version=version, expected=expected)
     return calibrator_class(trt, kind)(feed, release)
 
 

@@ -21,14 +21,15 @@ a plain function that reads both the 10.x and the 11.x schema.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
-from segrt.errors import BackendUnavailableError, EngineError
+from segrt.errors import EngineError
 from segrt.export.trt_plan import (BuildPlan, BuildRequest, check_hardware_compat, engine_filename,
                                    inspector_filename, plan_build, timing_cache_filename)
 from segrt.runtime.bundle import Bundle
@@ -37,6 +38,8 @@ from segrt.runtime.manifest import EngineRecord
 from segrt.runtime.provenance import make_record
 from segrt.runtime.trt_api import import_tensorrt, jetson_model, tensorrt_version, trt_path, version_text
 from segrt.runtime.backends.select import register_engine_builder
+from segrt.runtime.backends.tensorrt import process_logger
+from segrt.export.trt_machine import gpu_identity, machine_provenance, on_device
 
 if TYPE_CHECKING:  # annotations only
     import tensorrt as trt
@@ -178,8 +181,7 @@ def onnx_input_shape(onnx_path: Path, input_name: str) -> tuple[int, ...] | None
 # -- the thin TensorRT part ------------------------------------------------------------
 @trt_path("common")
 def _builder(trt, plan: BuildPlan, logger: trt.ILogger) -> tuple:
-    trt.init_libnvinfer_plugins(logger, "")  # ROIAlign_TRT etc.
-    builder = trt.Builder(logger)
+    builder = trt.Builder(logger)  # the process logger already registered the plugins (ROIAlign_TRT etc.)
     if plan.device == "DLA" and plan.dla_core is not None and plan.dla_core >= int(builder.num_DLA_cores):
         raise EngineError(f"--dla-core {plan.dla_core}: this device has {int(builder.num_DLA_cores)} DLA core(s)",
                           hint="DLA exists on Jetson Orin only; drop --dla-core elsewhere")
@@ -224,6 +226,8 @@ def _configure_common(trt, builder: trt.Builder, config: trt.IBuilderConfig, pla
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(plan.workspace_bytes))
     config.builder_optimization_level = int(plan.opt_level)
     config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED  # per-layer types in the inspector
+    if "TF32" in plan.cleared_builder_flags:  # fp32: no TF32 convolutions/matmuls on Ampere+ (on by default)
+        config.clear_flag(trt.BuilderFlag.TF32)
     if plan.profile is not None:
         profile = builder.create_optimization_profile()
         profile.set_shape(plan.profile.input_name, plan.profile.min, plan.profile.opt, plan.profile.max)
@@ -255,9 +259,10 @@ def _configure_weak_typing(trt, builder: trt.Builder, config: trt.IBuilderConfig
     if calibrator is not None:
         config.int8_calibrator = calibrator
         if plan.profile is not None:
-            # Calibration runs at the OPT shape of this profile.
+            # Calibration runs at the shape of the calibration batches (trt_plan.calibration_shape_for).
+            shape = plan.calibration_shape
             profile = builder.create_optimization_profile()
-            profile.set_shape(plan.profile.input_name, plan.profile.opt, plan.profile.opt, plan.profile.opt)
+            profile.set_shape(plan.profile.input_name, shape, shape, shape)
             config.set_calibration_profile(profile)
 
 
@@ -283,14 +288,28 @@ def _inspect(trt, plan_bytes: bytes, logger: trt.ILogger, host_code: bool) -> st
 
 
 @trt_path("common")
-def _logger(trt, verbose: bool) -> trt.ILogger:
-    return trt.Logger(trt.Logger.VERBOSE if verbose else trt.Logger.WARNING)
+@contextlib.contextmanager
+def _logger(trt, verbose: bool) -> Iterator[trt.ILogger]:
+    """The process-wide logger (never a new one: the plugin library keeps its pointer), VERBOSE for the block."""
+    logger = process_logger(trt)
+    before = logger.min_severity
+    if verbose:
+        logger.min_severity = trt.Logger.VERBOSE
+    try:
+        yield logger
+    finally:
+        logger.min_severity = before
 
 
 def serialize_engine(trt, plan: BuildPlan, onnx_path: Path, *, timing_blob: bytes = b"",
                      calibrator=None, verbose: bool = False) -> tuple[bytes, bytes, str]:
     """Build per ``plan``: returns (engine plan bytes, timing cache bytes, inspector JSON)."""
-    logger = _logger(trt, verbose)
+    with _logger(trt, verbose) as logger:
+        return _serialize(trt, plan, onnx_path, logger, timing_blob, calibrator)
+
+
+def _serialize(trt, plan: BuildPlan, onnx_path: Path, logger, timing_blob: bytes,
+               calibrator) -> tuple[bytes, bytes, str]:
     builder, config = _builder(trt, plan, logger)
     if plan.strongly_typed:
         network = _network_strongly_typed(trt, builder, plan)
@@ -309,21 +328,6 @@ def serialize_engine(trt, plan: BuildPlan, onnx_path: Path, *, timing_blob: byte
 
 
 # -- the library function the CLI calls -------------------------------------------------
-def gpu_identity(device: int = 0) -> tuple[str, tuple[int, int]]:
-    """(GPU name, compute capability): PyCUDA when present, else cuda-python."""
-    try:
-        from segrt.runtime.cuda_pycuda import device_info  # noqa: PLC0415
-        return device_info(device)
-    except BackendUnavailableError as first:
-        try:
-            from segrt.runtime.cuda_cudart import device_count, device_info as cudart_info  # noqa: PLC0415
-            if device_count() > device:
-                return cudart_info(device)
-        except (BackendUnavailableError, EngineError):
-            pass
-        raise BackendUnavailableError("no NVIDIA GPU is visible here", hint=first.hint) from first
-
-
 def build_bundle_engine(bundle: Bundle, *, precision: str = "fp16", legacy: bool = False,
                         calibrator: str = "entropy", calib_source: str | None = None, calib_frames: int = 200,
                         workspace_gib: float | None = None, dla_core: int | None = None,
@@ -364,17 +368,21 @@ def build_bundle_engine(bundle: Bundle, *, precision: str = "fp16", legacy: bool
                                   frames=calib_frames, shape=plan.calibration_shape, device=device)
     echo(f"building {precision} engine with TensorRT {version_text(version)} on {gpu_name} "
          f"(SM {cc[0]}.{cc[1]}, {plan.path.replace('_', ' ')}) from {onnx_path.name}")
-    if calib is not None:
-        from segrt.runtime import cuda_pycuda  # noqa: PLC0415 - the calibrator copies batches with PyCUDA
-        with cuda_pycuda.current(cuda_pycuda.primary_context(device)):
-            try:
-                engine_bytes, timing, info = serialize_engine(trt, plan, onnx_path, timing_blob=timing_blob,
-                                                              calibrator=calib, verbose=verbose)
-            finally:
+    with on_device(device):  # every build, calibrated or not, runs on the device asked for
+        try:
+            engine_bytes, timing, info = serialize_engine(trt, plan, onnx_path, timing_blob=timing_blob,
+                                                          calibrator=calib, verbose=verbose)
+        except EngineError as exc:
+            if calib is not None and calib.feed.error is not None:
+                # the calibrator's own error (swallowed by TensorRT) says more than "failed to build"
+                raise calib.feed.error from exc
+            raise
+        finally:
+            if calib is not None:
                 calib.release()
-    else:
-        engine_bytes, timing, info = serialize_engine(trt, plan, onnx_path, timing_blob=timing_blob,
-                                                      verbose=verbose)
+        provenance = machine_provenance(trt)
+    if calib is not None:
+        calib.feed.finish()  # TensorRT swallowed a callback error, or stopped feeding early
 
     name = engine_filename(precision, gpu_name, cc, version, plan.dla_core)
     engine_path = bundle.path / name
@@ -385,6 +393,7 @@ def build_bundle_engine(bundle: Bundle, *, precision: str = "fp16", legacy: bool
     counts = layer_precisions_from_inspector(info)
     echo(f"{name}: {precision_summary(counts)}")
     options = plan.options()
+    options.update(provenance)
     options["timing_cache"] = str(cache_path)
     if plan.calibrator is not None:
         options["calibration_source"] = calib_source

@@ -2,9 +2,12 @@
 
 Fused semantic graph: ``frame`` uint8 ``[N, H, W, 3]`` BGR  ->  Cast -> Transpose (NHWC->NCHW)
 -> Gather (BGR->RGB, only if the model wants RGB) -> Sub mean -> Div std -> network -> ArgMax
--> Cast uint8  ->  ``mask`` uint8 ``[N, H, W]``. The cast comes first because TensorRT does
-little on uint8 tensors besides casting them. ArgMax is followed by a cast to uint8 because
-TensorRT's ArgMax yields int64 and a uint8 mask is 8x less device-to-host traffic.
+-> Cast float -> Cast uint8  ->  ``mask`` uint8 ``[N, H, W]``. The cast comes first because
+TensorRT does little on uint8 tensors besides casting them. ArgMax is followed by a cast to
+uint8 because TensorRT's ArgMax yields int64 and a uint8 mask is 8x less device-to-host
+traffic; it goes through float32 because TensorRT 10.3 documents UINT8 casts only to and from
+FLOAT/HALF (class ids < 256 are exact in float32). The ``trt_mask_cast`` graph pass keeps
+that form after the optimizer.
 """
 from __future__ import annotations
 
@@ -68,4 +71,4 @@ class FusedSegmentation(nn.Module):
 
     def forward(self, frame: torch.Tensor) -> torch.Tensor:
         logits = self.core(self.normalise(frame))
-        return torch.argmax(logits, dim=1).to(torch.uint8)
+        return torch.argmax(logits, dim=1).to(torch.float32).to(torch.uint8)

@@ -11,6 +11,10 @@
 * ``trt_resize``: makes Resize nodes TensorRT-friendly: ``pytorch_half_pixel`` becomes
   ``half_pixel`` where the output size is provably > 1 (the only case where they differ), and
   antialiased resizes are refused (TensorRT has no antialias).
+* ``trt_mask_cast``: ``ArgMax -> Cast(UINT8)`` becomes ``ArgMax -> Cast(FLOAT) -> Cast(UINT8)``.
+  TensorRT imports ArgMax as TopK with INT64 indices, and TensorRT 10.3's ``NvInferRuntimeBase.h``
+  documents UINT8 conversions only to and from FLOAT/HALF; going through FLOAT is documented on
+  every release segrt claims. Class ids < 256 are exact in float32, so the mask is unchanged.
 
 When onnxscript's output is rejected (Mask R-CNN), ONNX Runtime's offline *basic* level
 folds instead (``fold`` record): constant folding and redundant-node removal, standard ops
@@ -39,7 +43,7 @@ from segrt.errors import ExportError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PASSES = ("check", "optimize", "shape_inference", "trt_resize")
+DEFAULT_PASSES = ("check", "optimize", "shape_inference", "trt_resize", "trt_mask_cast")
 
 
 def _attr(node: onnx.NodeProto, name: str, default: Any = None) -> Any:
@@ -83,6 +87,28 @@ def trt_resize_pass(model: onnx.ModelProto) -> dict[str, int]:
             _set_attr(node, "coordinate_transformation_mode", "half_pixel")
             stats["rewritten_to_half_pixel"] += 1
     return stats
+
+
+def trt_mask_cast_pass(model: onnx.ModelProto) -> dict[str, int]:
+    """Route every ``ArgMax -> Cast(to=UINT8)`` through FLOAT (see the module docstring); returns counts."""
+    graph = model.graph
+    argmax_outputs = {o for n in graph.node if n.op_type == "ArgMax" for o in n.output}
+    nodes = list(graph.node)
+    rewritten = 0
+    out = []
+    for node in nodes:
+        if (node.op_type == "Cast" and int(_attr(node, "to", 0)) == onnx.TensorProto.UINT8
+                and node.input[0] in argmax_outputs):
+            via = f"{node.input[0]}_as_float"
+            out.append(helper.make_node("Cast", [node.input[0]], [via], to=onnx.TensorProto.FLOAT,
+                                        name=f"{node.name or via}_to_float"))
+            node.input[0] = via
+            rewritten += 1
+        out.append(node)
+    if rewritten:
+        del graph.node[:]
+        graph.node.extend(out)
+    return {"argmax_uint8_casts": rewritten}
 
 
 def _domains(graph: onnx.GraphProto) -> set[str]:
@@ -185,6 +211,9 @@ def run_passes(path: str | Path, passes: tuple[str, ...] = DEFAULT_PASSES) -> li
         elif name == "trt_resize":
             stats = trt_resize_pass(model)
             records.append({"pass": "trt_resize", "nodes": count_nodes(model), **stats})
+        elif name == "trt_mask_cast":
+            stats = trt_mask_cast_pass(model)
+            records.append({"pass": "trt_mask_cast", "nodes": count_nodes(model), **stats})
         else:
             raise ValueError(f"unknown graph pass {name!r}")
     onnx.save(model, str(path))

@@ -167,7 +167,10 @@ def fuse_onnx(model: onnx.ModelProto, io: OnnxIO, *, mean: Sequence[float], std:
         pre.append(helper.make_node("Div", ["segrt_pre_centred", "segrt_std"], [x], name="segrt_div_std"))
     logits = io.output_name
     post = [helper.make_node("ArgMax", [logits], ["segrt_argmax"], axis=1, keepdims=0, name="segrt_argmax"),
-            helper.make_node("Cast", ["segrt_argmax"], ["mask"], to=TensorProto.UINT8, name="segrt_cast_mask")]
+            # via FLOAT: TensorRT 10.3 documents UINT8 casts only to/from FLOAT/HALF (graph_passes)
+            helper.make_node("Cast", ["segrt_argmax"], ["segrt_argmax_f32"], to=TensorProto.FLOAT,
+                             name="segrt_cast_ids"),
+            helper.make_node("Cast", ["segrt_argmax_f32"], ["mask"], to=TensorProto.UINT8, name="segrt_cast_mask")]
     nodes = pre + list(g.node) + post
     old_in = [i for i in g.input if i.name == io.input_name]
     for vi in old_in:

@@ -98,6 +98,8 @@ class BuildPlan:
     opt_level: int
     hardware_compat: str                # HardwareCompatibilityLevel member
     notes: tuple[str, ...] = field(default_factory=tuple)
+    cleared_builder_flags: tuple[str, ...] = ()  # BuilderFlag members switched off (TF32 for fp32)
+    legacy: bool = False                # --legacy-calibrator asked for (DLA on 10.x is weak without it)
 
     def options(self) -> dict[str, object]:
         """The build options recorded in the manifest's EngineRecord."""
@@ -106,6 +108,9 @@ class BuildPlan:
             "onnx": self.onnx_precision,
             "strongly_typed": self.strongly_typed,
             "builder_flags": list(self.builder_flags),
+            "cleared_builder_flags": list(self.cleared_builder_flags),
+            "tf32": "TF32" not in self.cleared_builder_flags,
+            "legacy": self.legacy,
             "parser_flags": list(self.parser_flags),
             "calibrator": self.calibrator,
             "profile": self.profile.to_dict() if self.profile else None,
@@ -130,8 +135,11 @@ def profile_shapes(spec: InputSpec, onnx_shape: Sequence[int] | None = None) -> 
     A manifest ``dynamic`` range gives min/opt/max over (N, H, W). An ONNX with
     dynamic axes but no range in the manifest gets a fixed profile at the
     manifest's size (TensorRT needs a profile for any -1 axis). A static ONNX
-    needs none.
+    needs none, whatever the manifest says (TensorRT rejects a profile on
+    fixed axes that differs from them).
     """
+    if onnx_shape is not None and all(int(d) >= 0 for d in onnx_shape):
+        return None
     if spec.dynamic is not None:
         r = spec.dynamic
         return ProfileShapes(spec.name, full_shape(r.min, spec), full_shape(r.opt, spec), full_shape(r.max, spec))
@@ -200,6 +208,10 @@ def plan_build(req: BuildRequest) -> BuildPlan:
         if req.hardware_compat != "none" or req.version_compatible:
             raise EngineError("DLA engines cannot be version- or hardware-compatible",
                               hint="drop --version-compatible / --hardware-compat with --dla-core")
+        if req.legacy and req.calibrator == "minmax":
+            raise ConfigError("DLA needs the entropy calibrator (IInt8EntropyCalibrator2); "
+                              "--calibrator minmax is refused with --dla-core",
+                              hint="drop --calibrator minmax (entropy is the default)")
 
     # Weak typing is used by the legacy opt-in, and by DLA on 10.x (which needs the flags).
     weak = req.legacy or (dla and major < 11)
@@ -254,6 +266,9 @@ def plan_build(req: BuildRequest) -> BuildPlan:
 
     # -- shapes ----------------------------------------------------------------------
     profile = profile_shapes(req.input, req.onnx_input_shape)
+    if profile is None and req.input.dynamic is not None and req.onnx_input_shape is not None:
+        notes.append(f"the ONNX input {req.input.name!r} is static {tuple(req.onnx_input_shape)}: "
+                     "the manifest's dynamic range adds no optimisation profile")
     if profile is not None:
         check_profile(profile)
         if dla and not profile.is_static:
@@ -261,8 +276,9 @@ def plan_build(req: BuildRequest) -> BuildPlan:
                               hint="re-export with a fixed size, or build without --dla-core")
     calibration_shape = None
     if calibrator is not None:
-        # Calibration batches must have the profile's OPT shape (set_calibration_profile).
-        calibration_shape = profile.opt if profile is not None else tuple(req.input.shape)
+        calibration_shape = calibration_shape_for(req.input, profile)
+    # FP32 means FP32: TensorRT enables TF32 for FP32 convolutions/matmuls on Ampere+ by default.
+    cleared = ("TF32",) if req.precision == "fp32" else ()
 
     workspace = int(req.workspace_gib * (1 << 30)) if req.workspace_gib is not None else None
     return BuildPlan(
@@ -271,8 +287,27 @@ def plan_build(req: BuildRequest) -> BuildPlan:
         network_flags=network_flags, builder_flags=tuple(builder_flags), parser_flags=parser_flags,
         calibrator=calibrator, profile=profile, calibration_shape=calibration_shape,
         device="DLA" if dla else "GPU", dla_core=req.dla_core, workspace_bytes=workspace,
-        opt_level=opt_level, hardware_compat=hw, notes=tuple(notes),
+        opt_level=opt_level, hardware_compat=hw, notes=tuple(notes), cleared_builder_flags=cleared,
+        legacy=req.legacy,
     )
+
+
+def calibration_shape_for(spec: InputSpec, profile: ProfileShapes | None) -> tuple[int, ...]:
+    """The one shape calibration batches have and the calibration profile is set to.
+
+    Batches come from the calibration reader at the manifest's size (the frames
+    inference sees), so the calibration profile uses that size too, with the
+    profile's OPT batch; it must lie inside the profile's min..max.
+    """
+    manifest_shape = tuple(int(d) for d in spec.shape)
+    if profile is None:
+        return manifest_shape
+    shape = (int(profile.opt[0]),) + manifest_shape[1:]
+    if len(shape) != len(profile.min) or any(not lo <= d <= hi for d, lo, hi in zip(shape, profile.min, profile.max)):
+        raise ConfigError(f"calibration runs at the manifest's size {shape}, outside the profile "
+                          f"{profile.min}..{profile.max} of {spec.name!r}",
+                          hint="make the manifest's dynamic range include the model size")
+    return shape
 
 
 def check_hardware_compat(level: str, compute_capability: tuple[int, int]) -> None:

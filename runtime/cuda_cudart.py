@@ -12,7 +12,12 @@ change; data-dependent output shapes cannot be captured.
 """
 from __future__ import annotations
 
+import logging
+from typing import Callable
+
 from segrt.errors import BackendUnavailableError, EngineError
+
+log = logging.getLogger("segrt.cuda")
 
 CUDA_PYTHON_HINT = ("pip install cuda-python (major version = your CUDA major: 12 on JetPack 6, "
                     "13 on JetPack 7 / desktop cu13)")
@@ -41,20 +46,79 @@ def check(result, what: str):
     return values[0] if len(values) == 1 else tuple(values)
 
 
+#: What cuda-python raises instead of returning an error code when it cannot load the driver:
+#: 12.x raises ``RuntimeError: Failed to dlopen libcuda.so.1`` (13.x returns cudaErrorInsufficientDriver).
+NO_DRIVER_ERRORS = (RuntimeError, OSError)
+
+
 def device_count() -> int:
-    """Number of CUDA devices the runtime sees (0 without a driver)."""
+    """Number of CUDA devices the runtime sees (0 without a driver, whatever the cuda-python version)."""
     rt = cudart()
-    err, n = rt.cudaGetDeviceCount()
+    try:
+        err, n = rt.cudaGetDeviceCount()
+    except NO_DRIVER_ERRORS as exc:
+        log.debug("cudaGetDeviceCount: %s", exc)
+        return 0
     return int(n) if err == rt.cudaError_t.cudaSuccess else 0
 
 
 def device_info(index: int = 0) -> tuple[str, tuple[int, int]]:
     """(name, compute capability) from cudaGetDeviceProperties."""
     rt = cudart()
-    prop = check(rt.cudaGetDeviceProperties(index), "cudaGetDeviceProperties")
+    try:
+        result = rt.cudaGetDeviceProperties(index)
+    except NO_DRIVER_ERRORS as exc:
+        raise BackendUnavailableError(f"CUDA driver unavailable: {exc}",
+                                      hint="install the NVIDIA driver; check with nvidia-smi") from exc
+    prop = check(result, "cudaGetDeviceProperties")
     name = prop.name
     name = name.split(b"\x00", 1)[0].decode() if isinstance(name, (bytes, bytearray)) else str(name)
     return name, (int(prop.major), int(prop.minor))
+
+
+def set_device(index: int) -> None:
+    """Make ``index`` the CUDA runtime's device on this thread (cudaSetDevice: its primary context)."""
+    rt = cudart()
+    try:
+        result = rt.cudaSetDevice(int(index))
+    except NO_DRIVER_ERRORS as exc:
+        raise BackendUnavailableError(f"CUDA driver unavailable: {exc}",
+                                      hint="install the NVIDIA driver; check with nvidia-smi") from exc
+    try:
+        check(result, f"cudaSetDevice({index})")
+    except EngineError as exc:
+        raise BackendUnavailableError(str(exc), hint="check the device index with nvidia-smi") from exc
+
+
+def clear_error() -> str:
+    """Reset the runtime's last (non-sticky) error with cudaGetLastError; return its name ("" if none)."""
+    rt = cudart()
+    (err,) = rt.cudaGetLastError()
+    if err == rt.cudaError_t.cudaSuccess:
+        return ""
+    name = rt.cudaGetErrorName(err)[1]
+    return name.decode() if isinstance(name, bytes) else str(name)
+
+
+def capture_or_none(stream_handle: int, enqueue: Callable[[], bool], what: str) -> "CudaGraph | None":
+    """A captured graph of ``enqueue()`` on the stream, or None when capture fails.
+
+    A failed capture (refused, invalidated by an op that cannot be captured,
+    or ``enqueue`` returning False) is not an error for the caller: the work
+    already ran once outside capture. It clears the CUDA error
+    (cudaGetLastError, as trtexec does), logs one warning naming the cause,
+    and returns None so the caller runs without a graph from then on.
+    """
+    graph = CudaGraph(stream_handle)
+    try:
+        graph.capture(enqueue)
+    except EngineError as exc:
+        graph.release()
+        cleared = clear_error()
+        log.warning("CUDA graph capture of %s failed (%s%s); running without a CUDA graph", what, exc.message,
+                    f", cleared {cleared}" if cleared else "")
+        return None
+    return graph
 
 
 class CudaGraph:

@@ -44,6 +44,13 @@ def device_count() -> int:
     return int(driver().Device.count())
 
 
+def is_integrated(index: int = 0) -> bool:
+    """True for a GPU that shares DRAM with the CPU (Jetson): mapped pinned memory is zero-copy there."""
+    cuda = driver()
+    dev = cuda.Device(index)
+    return bool(dev.get_attribute(cuda.device_attribute.INTEGRATED))
+
+
 def device_info(index: int = 0) -> tuple[str, tuple[int, int]]:
     """(GPU name, compute capability) of device ``index``."""
     cuda = driver()
@@ -76,9 +83,21 @@ def current(ctx) -> Iterator[None]:
         cuda.Context.pop()
 
 
-def pagelocked(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-    """A page-locked host array (required for truly asynchronous copies)."""
-    return driver().pagelocked_empty(shape, dtype)
+def pagelocked(shape: tuple[int, ...], dtype: np.dtype, *, mapped: bool = False) -> np.ndarray:
+    """A page-locked host array (required for truly asynchronous copies).
+
+    ``mapped=True`` also maps it into the device's address space (zero-copy:
+    :func:`mapped_device_pointer` gives the address a kernel reads it at).
+    """
+    cuda = driver()
+    if mapped:
+        return cuda.pagelocked_empty(shape, dtype, mem_flags=cuda.host_alloc_flags.DEVICEMAP)
+    return cuda.pagelocked_empty(shape, dtype)
+
+
+def mapped_device_pointer(host: np.ndarray) -> int:
+    """Device address of a ``pagelocked(..., mapped=True)`` array (its HostAllocation's mapping)."""
+    return int(host.base.get_device_pointer())
 
 
 class DeviceBuffer:
@@ -123,10 +142,17 @@ class Stream:
 
 
 class Event:
-    """A CUDA event for per-stage GPU timing."""
+    """A CUDA event for per-stage GPU timing.
 
-    def __init__(self) -> None:
-        self._event = driver().Event()
+    ``blocking=True`` makes ``synchronize()`` sleep until the GPU reaches the
+    event instead of spinning a CPU core (``event_flags.BLOCKING_SYNC``); timing
+    still works. Use it for the one event a frame waits on.
+    """
+
+    def __init__(self, *, blocking: bool = False) -> None:
+        cuda = driver()
+        flags = cuda.event_flags.BLOCKING_SYNC if blocking else cuda.event_flags.DEFAULT
+        self._event = cuda.Event(flags)
 
     def synchronize(self) -> None:
         self._event.synchronize()

@@ -175,6 +175,10 @@ class Pipeline:
     runs once.
     """
 
+    #: How long shutdown waits for each stage thread. An infer thread still running after it keeps
+    #: the backend open (closing it would free buffers the GPU may still be using).
+    stop_timeout_s: float = 10.0
+
     def __init__(self, bundle: Bundle | str | os.PathLike[str], source: Source | str | int,
                  sink: Sink | str | None = None, *, backend: str | Backend = "auto", precision: str = "fp32",
                  view: str = "overlay", alpha: float = 0.5, max_frames: int | None = None,
@@ -326,15 +330,21 @@ class Pipeline:
             with contextlib.suppress(Exception):
                 self.source.close()
         for t, done in zip(self._threads, self._finished):
-            if not done.wait(timeout=10.0):
-                log.warning("thread %s did not stop within 10 s", t.name)
+            if not done.wait(timeout=self.stop_timeout_s):
+                log.warning("thread %s did not stop within %.0f s", t.name, self.stop_timeout_s)
             t.join(timeout=1.0)
         self._t_end = time.perf_counter()
-        self._close_resources()
+        # Closing a backend while infer() runs on it frees memory under the GPU's feet: leave it open.
+        infer_running = not self._finished[1].is_set()
+        if infer_running:
+            log.warning("the infer thread is still running: the %s backend is left open (not closed under it)",
+                        self.backend.name)
+        self._close_resources(close_backend=not infer_running)
 
-    def _close_resources(self) -> None:
+    def _close_resources(self, close_backend: bool = True) -> None:
         errors = []
-        for closer in (self.source.close, self.backend.close, self.sink.close if self.sink else None):
+        for closer in (self.source.close, self.backend.close if close_backend else None,
+                       self.sink.close if self.sink else None):
             if closer is None:
                 continue
             try:

@@ -31,6 +31,9 @@ class MachineInfo:
     trt_version: str | None
     gpu_name: str | None
     compute_capability: tuple[int, int] | None
+    cpu_arch: str | None = None        # platform.machine(): x86_64 / aarch64
+    jetson_model: str | None = None    # device-tree model ("NVIDIA Jetson AGX Orin Developer Kit"); None off Jetson
+    dla_cores: int | None = None       # DLA cores here (None: unknown)
 
 
 @dataclass(frozen=True)
@@ -95,11 +98,16 @@ def check_engine(record: EngineRecord, machine: MachineInfo, *, engine_sha256: s
         if not (opts.get("version_compatible") and built_v < here_v):
             return mismatch(f"engine built with TensorRT {record.trt_version}, this is {machine.trt_version}")
 
+    platform_mismatch = _platform_mismatch(opts, machine)
+    if platform_mismatch:
+        return mismatch(platform_mismatch)
+
     built_cc, here_cc = tuple(record.compute_capability), tuple(machine.compute_capability)
     hw = str(opts.get("hardware_compat") or "NONE")
     warning = ""
     if built_cc != here_cc:
-        if not (hw == "AMPERE_PLUS" and built_cc >= (8, 0) and here_cc >= (8, 0)):
+        # Hardware compatibility is a discrete-GPU feature: never run such a plan on a Jetson.
+        if not (hw == "AMPERE_PLUS" and built_cc >= (8, 0) and here_cc >= (8, 0) and not machine.jetson_model):
             return mismatch(f"engine built for compute capability {_cc(built_cc)} ({record.gpu_name}), "
                             f"this GPU is {_cc(here_cc)} ({machine.gpu_name})")
     elif record.gpu_name != machine.gpu_name and hw == "NONE":
@@ -113,6 +121,27 @@ def check_engine(record: EngineRecord, machine: MachineInfo, *, engine_sha256: s
         return mismatch("the bundle's ONNX changed since the engine was built")
     return Decision(OK, f"engine {record.path} matches this machine (TensorRT {machine.trt_version}, "
                         f"{machine.gpu_name}, SM {_cc(here_cc)})", warning)
+
+
+def _platform_mismatch(opts: Mapping[str, Any], machine: MachineInfo) -> str:
+    """Why the engine's platform (CPU architecture, Jetson module, DLA cores) is not this one ("" if it is).
+
+    Records written before these fields existed carry none of them: then only a
+    hardware-compatible plan on a Jetson is refused (it was built on a desktop).
+    """
+    built_arch, here_arch = opts.get("cpu_arch"), machine.cpu_arch
+    if built_arch and here_arch and built_arch != here_arch:
+        return f"engine built on a {built_arch} machine, this one is {here_arch} (plans are not portable across platforms)"
+    hw = str(opts.get("hardware_compat") or "NONE")
+    if hw != "NONE" and machine.jetson_model:
+        return f"engine built with hardware compatibility {hw} for desktop GPUs, this is a Jetson ({machine.jetson_model})"
+    built_jetson = opts.get("jetson_model")
+    if built_jetson and machine.jetson_model and built_jetson != machine.jetson_model:
+        return f"engine built on {built_jetson}, this is {machine.jetson_model} (every Orin reports GPU \"Orin\", SM 8.7)"
+    core = opts.get("dla_core")
+    if core is not None and machine.dla_cores is not None and int(core) >= machine.dla_cores:
+        return f"engine runs on DLA core {core}, this device has {machine.dla_cores} DLA core(s)"
+    return ""
 
 
 def engines_for(records: Sequence[EngineRecord], precision: str, machine: MachineInfo) -> list[EngineRecord]:

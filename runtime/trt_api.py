@@ -109,9 +109,10 @@ def tensorrt_install_hint(jetson: str | None) -> str:
         return ("on a Jetson, TensorRT comes with JetPack: sudo apt install nvidia-jetpack "
                 "(python3-libnvinfer), then use a venv made with "
                 "'python3 -m venv --system-site-packages' so it sees the system tensorrt; "
-                "do not pip install tensorrt there")
+                "do not pip install tensorrt there; plus pycuda (required to run), "
+                "cuda-python (for --cuda-graph)")
     return ("pip install tensorrt (CUDA 13 drivers) or tensorrt-cu12 (CUDA 12), "
-            "plus pycuda or cuda-python; needs an NVIDIA GPU and driver")
+            "plus pycuda (required to run), cuda-python (for --cuda-graph); needs an NVIDIA GPU and driver")
 
 
 def import_tensorrt():

@@ -110,6 +110,16 @@ def input_max_shape(t: IOTensor) -> tuple[int, ...]:
     return mx
 
 
+def fixed_by_profile(t: IOTensor) -> bool:
+    """An input with -1 axes whose profile has min == max: it takes one shape only, so it is static."""
+    return t.profile is not None and tuple(t.profile[0]) == tuple(t.profile[2])
+
+
+def varies(t: IOTensor) -> bool:
+    """Does this input's shape change from call to call?"""
+    return any(d < 0 for d in t.shape) and not fixed_by_profile(t)
+
+
 def volume(shape: Sequence[int]) -> int:
     n = 1
     for d in shape:
@@ -124,13 +134,13 @@ def plan_buffers(tensors: Sequence[IOTensor]) -> BufferPlan:
     names = [t.name for t in tensors]
     if len(set(names)) != len(names):
         raise EngineError(f"engine lists duplicate I/O tensor names: {names}")
-    any_dynamic_input = any(t.is_input and any(d < 0 for d in t.shape) for t in tensors)
+    any_dynamic_input = any(t.is_input and varies(t) for t in tensors)
     out = []
     for t in tensors:
         dt = numpy_dtype(t.dtype, t.name)
         if t.is_input:
             shape = input_max_shape(t)
-            dynamic = any(d < 0 for d in t.shape)
+            dynamic = varies(t)
         else:
             shape = tuple(int(d) for d in (t.max_shape if t.max_shape is not None else t.shape))
             if any(d < 0 for d in shape):
@@ -138,7 +148,8 @@ def plan_buffers(tensors: Sequence[IOTensor]) -> BufferPlan:
                     f"engine output {t.name!r} has a data-dependent shape {shape} (NMS, NonZero)",
                     hint="preallocated buffers cannot hold it: export the model up to fixed-size outputs "
                          "(boxes + 28x28 mask logits) or run it with --backend onnxruntime")
-            dynamic = any(d < 0 for d in t.shape) or (any_dynamic_input and t.shape != shape)
+            # An output follows its inputs: fixed when every input is (a min == max profile included).
+            dynamic = any_dynamic_input and t.shape != shape
         out.append(BufferSpec(t.name, t.is_input, dt, shape, volume(shape) * dt.itemsize, dynamic))
     return BufferPlan(tuple(out))
 

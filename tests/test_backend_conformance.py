@@ -12,7 +12,7 @@ import pytest
 from segrt.errors import BackendError
 from segrt.runtime.backends.base import Backend, StageTimes
 from segrt.runtime.bundle import Bundle
-from segrt.tools.tiny_model import reference_logits, reference_mask, tiny_bundle
+from segrt.tools.tiny_model import mask_agreement_with_ties, reference_logits, reference_mask, tiny_bundle
 
 H, W = 32, 48
 
@@ -24,7 +24,13 @@ def _onnxruntime(bundle: Bundle, precision: str) -> Backend:
 
 def _tensorrt(bundle: Bundle, precision: str) -> Backend:  # pragma: no cover - needs a GPU
     from segrt.runtime.backends.select import backend_for_bundle
-    return backend_for_bundle(bundle, backend="tensorrt", precision=precision)
+    return backend_for_bundle(bundle, backend="tensorrt", precision=precision, rebuild=True)  # builds it
+
+
+#: How close each backend must come to the numpy reference. ONNX Runtime's CPU kernels match it
+#: to the last bits. A GPU's FP32 kernels (TF32 off) differ in the last bits, and where two
+#: logits tie exactly TensorRT's TopK may pick either class: masks are compared tie-aware.
+LOGITS_ATOL = {"onnxruntime": 1e-5, "tensorrt": 1e-4}
 
 
 BACKENDS = [
@@ -73,11 +79,13 @@ def test_outputs_match_reference(make, bundle):
             if bundle.manifest.output.kind == "mask":
                 mask = out["mask"]
                 assert mask.dtype == np.uint8 and mask.shape == (1, H, W)
-                np.testing.assert_array_equal(mask, reference_mask(frame))
+                if be.name == "onnxruntime":
+                    np.testing.assert_array_equal(mask, reference_mask(frame))
+                assert mask_agreement_with_ties(mask, frame) == 1.0
             else:
                 logits = out["logits"]
                 assert logits.dtype == np.float32 and logits.shape == (1, 4, H, W)
-                np.testing.assert_allclose(logits, reference_logits(frame), atol=1e-5)
+                np.testing.assert_allclose(logits, reference_logits(frame), atol=LOGITS_ATOL[be.name])
 
 
 @pytest.mark.parametrize("make", BACKENDS)

@@ -183,3 +183,41 @@ def test_memory_stays_flat_over_a_long_run(tiny):
         if r.index in (150, 599):
             rss[r.index] = _rss_mb()
     assert rss[599] - rss[150] < 8.0, rss
+
+
+def test_a_backend_whose_infer_thread_is_still_running_is_not_closed(tiny):
+    """Closing a backend under a running infer() frees buffers the GPU may still use: shutdown
+    leaves it open when the infer thread does not stop in time, and closes it otherwise."""
+    import threading
+
+    from segrt.runtime.backends.onnxruntime import OnnxRuntimeBackend
+
+    release = threading.Event()
+
+    class SecondInferHangs(OnnxRuntimeBackend):  # the real ORT backend; its second infer() stalls
+        calls = closes = 0
+
+        def _infer(self, inputs):
+            type(self).calls += 1
+            if type(self).calls == 2:
+                release.wait(30)
+            return super()._infer(inputs)
+
+        def _close(self):
+            type(self).closes += 1
+            super()._close()
+
+    be = SecondInferHangs(tiny.onnx_path("fp32"), threads=1)
+    p = Pipeline(tiny, SYN.format(n=20), backend=be, queue_size=1)
+    p.stop_timeout_s = 0.3
+    for _ in p:
+        break  # shutdown while the second infer() is stuck
+    assert SecondInferHangs.calls == 2 and SecondInferHangs.closes == 0 and be.is_open
+    release.set()
+    p._threads[1].join(10)
+    be.close()
+    assert SecondInferHangs.closes == 1
+
+    done = Pipeline(tiny, SYN.format(n=3), backend=OnnxRuntimeBackend(tiny.onnx_path("fp32"), threads=1))
+    done.run()
+    assert not done.backend.is_open  # a finished infer thread: the backend is closed as before

@@ -35,6 +35,14 @@ PYCUDA_DOCUMENTED = {
     "Event.record": "driver.rst: Event method record(stream=None)",
     "Event.synchronize": "driver.rst: Event method synchronize()",
     "Event.time_till": "driver.rst: Event method time_till(event) -> ms, use as start.time_till(end)",
+    "event_flags": "driver.rst: class event_flags (flags for Event)",
+    "event_flags.DEFAULT": "driver.rst: event_flags attribute DEFAULT",
+    "event_flags.BLOCKING_SYNC": "driver.rst: event_flags attribute BLOCKING_SYNC (synchronize() sleeps, no spin)",
+    "host_alloc_flags": "driver.rst: class host_alloc_flags (flags for pagelocked memory)",
+    "host_alloc_flags.DEVICEMAP": "driver.rst: host_alloc_flags attribute DEVICEMAP (mapped pinned memory)",
+    "device_attribute": "driver.rst: class device_attribute",
+    "device_attribute.INTEGRATED": "driver.rst: device_attribute attribute INTEGRATED (CUDA 2.2+)",
+    "Device.get_attribute": "driver.rst: Device method get_attribute(attr)",
 }
 CUDA_PYCUDA = REPO / "runtime" / "cuda_pycuda.py"
 CUDA_CUDART = REPO / "runtime" / "cuda_cudart.py"

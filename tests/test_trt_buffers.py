@@ -78,3 +78,20 @@ def test_check_input_against_static_and_dynamic_specs():
         check_input(dyn, np.zeros((1, 1, 8, 3), np.uint8), prof)
     with pytest.raises(EngineError, match="rank"):
         check_input(dyn, np.zeros((8, 8, 3), np.uint8), prof)
+
+
+def test_a_profile_with_min_equal_max_is_static_so_a_cuda_graph_is_allowed():
+    # ONNX exported with dynamic axes, engine built with the fixed profile min = opt = max (trt_plan)
+    fixed = ((1, 256, 512, 3),) * 3
+    plan = plan_buffers([IOTensor("frame", True, "UINT8", (-1, -1, -1, 3), profile=fixed),
+                         IOTensor("mask", False, "UINT8", (-1, -1, -1), max_shape=(1, 256, 512))])
+    assert not plan.spec("frame").dynamic and not plan.spec("mask").dynamic
+    assert plan.static and plan.spec("frame").max_shape == (1, 256, 512, 3)
+    check_input(plan.spec("frame"), np.zeros((1, 256, 512, 3), np.uint8))
+    with pytest.raises(EngineError, match="must have shape"):
+        check_input(plan.spec("frame"), np.zeros((1, 128, 512, 3), np.uint8))
+    # one axis free (min != max) keeps it dynamic
+    ranged = ((1, 256, 512, 3), (1, 256, 512, 3), (2, 256, 512, 3))
+    plan = plan_buffers([IOTensor("frame", True, "UINT8", (-1, -1, -1, 3), profile=ranged),
+                         IOTensor("mask", False, "UINT8", (-1, -1, -1), max_shape=(2, 256, 512))])
+    assert not plan.static and plan.spec("mask").dynamic

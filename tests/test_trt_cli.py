@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from segrt.tools.cli import build_parser, main
-from segrt.tools.tiny_model import reference_mask, tiny_bundle
+from segrt.tools.tiny_model import mask_agreement_with_ties, tiny_bundle
 
 HAVE_TRT = importlib.util.find_spec("tensorrt") is not None
 
@@ -51,9 +51,10 @@ def test_tensorrt_engine_matches_the_reference_on_a_gpu(tmp_path):  # pragma: no
     b = tiny_bundle(tmp_path / "tiny", 32, 48)
     rec = build_bundle_engine(b, precision="fp32")
     assert rec.layer_precisions.get("layers", 0) > 0
+    assert rec.build_options["tf32"] is False and rec.build_options["cpu_arch"]  # fp32 means FP32
     frame = np.random.default_rng(0).integers(0, 256, (1, 32, 48, 3), dtype=np.uint8)
     for graph in (False, True):
         with TensorRTBackend(b.path / rec.path, cuda_graph=graph) as be:
             for _ in range(3):  # third call replays the captured graph
-                np.testing.assert_array_equal(be.infer(frame)["mask"], reference_mask(frame))
+                assert mask_agreement_with_ties(be.infer(frame)["mask"], frame) == 1.0  # exact ties may differ
             assert be.last_times.compute_ms > 0

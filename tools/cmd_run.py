@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
         if args.backend == "onnxruntime":
             raise ConfigError("--cuda-graph needs the TensorRT backend", hint="drop --backend onnxruntime")
         backend = backend_for_bundle(Bundle.open(args.bundle), backend="tensorrt", precision=args.precision,
-                                     cuda_graph=True)
+                                     cuda_graph=True, rebuild=args.backend == "auto")
     summary = Pipeline(args.bundle, args.source, args.sink, backend=backend, precision=args.precision,
                        view=args.view, alpha=args.alpha, max_frames=args.max_frames, threads=args.threads,
                        legend=args.legend, shares=args.shares, overlay_stats=args.overlay_stats).run()

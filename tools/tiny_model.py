@@ -56,7 +56,9 @@ def tiny_segmentation_onnx(height: int = 32, width: int = 48, *, fused: bool = T
     if fused:
         nodes += [
             helper.make_node("ArgMax", ["logits"], ["argmax"], axis=1, keepdims=0),
-            helper.make_node("Cast", ["argmax"], ["mask"], to=TensorProto.UINT8),
+            # INT64 -> FLOAT -> UINT8: TensorRT 10.3 documents UINT8 casts only to/from FLOAT/HALF
+            helper.make_node("Cast", ["argmax"], ["argmax_f32"], to=TensorProto.FLOAT),
+            helper.make_node("Cast", ["argmax_f32"], ["mask"], to=TensorProto.UINT8),
         ]
         graph_out = helper.make_tensor_value_info("mask", TensorProto.UINT8, [1, height, width])
     else:
@@ -80,6 +82,22 @@ def reference_logits(frame_bgr: np.ndarray) -> np.ndarray:
 
 def reference_mask(frame_bgr: np.ndarray) -> np.ndarray:
     return reference_logits(frame_bgr).argmax(axis=1).astype(np.uint8)
+
+
+#: Two logits closer than this are a tie: a GPU may pick either class there (TensorRT's TopK
+#: does not document its tie-break, and FP32 kernels differ from numpy in the last bits).
+TIE_GAP = 1e-4
+
+
+def mask_agreement_with_ties(mask: np.ndarray, frame_bgr: np.ndarray, gap: float = TIE_GAP) -> float:
+    """Fraction of pixels equal to the reference, counting as equal a pixel where the
+    backend chose a class whose logit is within ``gap`` of the best one (an exact tie)."""
+    logits = reference_logits(frame_bgr)
+    mask = np.asarray(mask).astype(np.int64)
+    classes = logits.shape[1]
+    chosen = np.take_along_axis(logits, np.minimum(mask, classes - 1)[:, None], axis=1)[:, 0]
+    ok = (mask == logits.argmax(axis=1)) | ((mask < classes) & (logits.max(axis=1) - chosen <= gap))
+    return float(ok.mean())
 
 
 def tiny_manifest(height: int = 32, width: int = 48, *, fused: bool = True, name: str = "tiny") -> Manifest:
