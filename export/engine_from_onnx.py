@@ -289,14 +289,14 @@ def _inspect(trt, plan_bytes: bytes, logger: trt.ILogger, host_code: bool) -> st
 
 @trt_path("common")
 @contextlib.contextmanager
-def _logger(trt, verbose: bool) -> Iterator[trt.ILogger]:
-    """The process-wide logger (never a new one: the plugin library keeps its pointer), VERBOSE for the block."""
-    logger = process_logger(trt)
+def _verbosity(trt, logger: trt.ILogger, verbose: bool) -> Iterator[None]:
+    """VERBOSE on the process-wide logger for the block (never a new logger: the plugin library
+    keeps a pointer to the one it was given)."""
     before = logger.min_severity
     if verbose:
         logger.min_severity = trt.Logger.VERBOSE
     try:
-        yield logger
+        yield
     finally:
         logger.min_severity = before
 
@@ -304,7 +304,8 @@ def _logger(trt, verbose: bool) -> Iterator[trt.ILogger]:
 def serialize_engine(trt, plan: BuildPlan, onnx_path: Path, *, timing_blob: bytes = b"",
                      calibrator=None, verbose: bool = False) -> tuple[bytes, bytes, str]:
     """Build per ``plan``: returns (engine plan bytes, timing cache bytes, inspector JSON)."""
-    with _logger(trt, verbose) as logger:
+    logger = process_logger(trt)
+    with _verbosity(trt, logger, verbose):
         return _serialize(trt, plan, onnx_path, logger, timing_blob, calibrator)
 
 

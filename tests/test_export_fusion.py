@@ -49,7 +49,10 @@ def test_fused_graph_preprocessing_and_argmax_are_trt_friendly(tmp_path):
     ops = [n.op_type for n in model.graph.node]
     # uint8 -> float first (TensorRT does little on uint8), then layout, channel order, normalise.
     assert ops[:5] == ["Cast", "Transpose", "Gather", "Sub", "Div"]
-    assert ops[-2:] == ["ArgMax", "Cast"]
+    # ArgMax (TensorRT: TopK, INT64 ids) -> FLOAT -> UINT8: UINT8 casts only to/from FLOAT (TensorRT 10.3)
+    assert ops[-3:] == ["ArgMax", "Cast", "Cast"]
+    casts = [onnx.helper.get_attribute_value(n.attribute[0]) for n in model.graph.node[-2:]]
+    assert casts == [onnx.TensorProto.FLOAT, onnx.TensorProto.UINT8]
     assert model.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
     assert model.opset_import[0].version == 17
     resizes = [n for n in model.graph.node if n.op_type == "Resize"]
@@ -61,7 +64,8 @@ def test_fused_graph_preprocessing_and_argmax_are_trt_friendly(tmp_path):
         assert attrs["mode"] == b"linear"
     ex = b.manifest.export
     assert ex["exporter"] in ("torchscript", "dynamo") and ex["opset"] == 17
-    assert [p["pass"] for p in ex["passes"]] == ["export", "check", "optimize", "shape_inference", "trt_resize"]
+    assert [p["pass"] for p in ex["passes"]] == ["export", "check", "optimize", "shape_inference", "trt_resize",
+                                                 "trt_mask_cast"]
     v = ex["verification"]
     assert v["passed"] and v["mask_agreement_pct"] == 100.0 and v["max_abs_diff"] < 1e-4
     assert v["inputs"] == ["random", "gradient", "shapes"]
@@ -150,3 +154,31 @@ def test_trt_resize_pass_rewrites_pytorch_half_pixel_and_refuses_antialias(tmp_p
     onnx.save(_resize_graph("half_pixel", 1), str(p))
     with pytest.raises(ExportError, match="antialiasing, which TensorRT does not support"):
         run_passes(p, ("shape_inference", "trt_resize"))
+
+
+def test_mask_cast_pass_routes_argmax_through_float_and_keeps_the_mask(tmp_path):
+    """A graph ending ArgMax -> Cast(UINT8) (an imported fused ONNX) gets Cast(FLOAT) in between;
+    ONNX Runtime gives the same mask before and after, and the pass is idempotent."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from segrt.export.graph_passes import run_passes
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 5, 6, 7])
+    y = helper.make_tensor_value_info("mask", TensorProto.UINT8, [1, 6, 7])
+    graph = helper.make_graph([helper.make_node("ArgMax", ["x"], ["ids"], axis=1, keepdims=0),
+                               helper.make_node("Cast", ["ids"], ["mask"], to=TensorProto.UINT8)], "g", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    p = tmp_path / "m.onnx"
+    onnx.save(model, str(p))
+    feed = {"x": np.random.default_rng(0).normal(size=(1, 5, 6, 7)).astype(np.float32)}
+    before = ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, feed)[0]
+    rec = run_passes(p, ("check", "trt_mask_cast"))
+    assert rec[-1] == {"pass": "trt_mask_cast", "nodes": 3, "argmax_uint8_casts": 1}
+    m = onnx.load(str(p))
+    assert [(n.op_type, [a.i for a in n.attribute if a.name == "to"]) for n in m.graph.node] == [
+        ("ArgMax", []), ("Cast", [TensorProto.FLOAT]), ("Cast", [TensorProto.UINT8])]
+    after = ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, feed)[0]
+    np.testing.assert_array_equal(after, before)
+    assert run_passes(p, ("trt_mask_cast",))[-1]["argmax_uint8_casts"] == 0

@@ -30,7 +30,7 @@ def _check_semantic(tmp_path, name, size):
     assert m.source["model"] == name and m.source["random_init"] is True
     assert m.source["params_count"] == get_entry(name).count_params()
     assert m.export["opset"] == 17 and m.export["torch"] == torch.__version__
-    assert m.export["seconds"] > 0 and m.export["passes"][-1]["pass"] == "trt_resize"
+    assert m.export["seconds"] > 0 and m.export["passes"][-1]["pass"] == "trt_mask_cast"
     frame = np.full((1, *size, 3), 128, np.uint8)
     (mask,) = run_onnx(b.onnx_path("fp32", verify=True), {"frame": frame})
     assert mask.shape == (1, *size) and mask.dtype == np.uint8 and mask.max() < len(m.classes)

@@ -159,7 +159,8 @@ def test_cuda_python_names_exist_on_the_installed_bindings():
     chains = _cudart_chains()
     used = {c[0] for c, _ in chains}
     assert {"cudaStreamBeginCapture", "cudaStreamEndCapture", "cudaGraphInstantiate", "cudaGraphLaunch",
-            "cudaGraphExecDestroy", "cudaGraphDestroy", "cudaGetErrorName", "cudaStreamCaptureMode"} <= used
+            "cudaGraphExecDestroy", "cudaGraphDestroy", "cudaGetErrorName", "cudaStreamCaptureMode",
+            "cudaGetLastError", "cudaSetDevice", "cudaGetDeviceCount", "cudaGetDeviceProperties"} <= used
     missing = []
     for chain, line in chains:
         obj = rt
@@ -174,11 +175,14 @@ def test_cuda_python_names_exist_on_the_installed_bindings():
         assert hasattr(prop, field)
 
 
-def test_cuda_python_without_a_gpu_reports_zero_devices():
+def test_cuda_python_device_count_never_raises_and_is_zero_without_a_gpu():
     pytest.importorskip("cuda.bindings.runtime", reason="cuda-python (cuda.bindings) not installed")
     from segrt.runtime.cuda_cudart import device_count
 
-    assert device_count() == 0  # this machine has no GPU; the call must not raise
+    n = device_count()  # must not raise, with or without a driver
+    assert isinstance(n, int) and n >= 0
+    if not (os.path.exists("/dev/nvidia0") or os.path.exists("/dev/nvhost-ctrl-gpu")):
+        assert n == 0  # no GPU device node here: no device can be counted
 
 
 def test_unreachable_index_is_a_clear_skip_reason(tmp_path, monkeypatch):

@@ -109,3 +109,62 @@ def test_feed_takes_the_project_calibration_reader_batches(tmp_path):
         n += 1
     assert n == f.count >= 2 and all(c.shape == SHAPE and c.dtype == np.uint8 for c in copies)
     assert any(c.std() > 0 for c in copies)  # real frames, not zeros
+
+
+def test_callback_errors_are_kept_for_after_the_build_not_raised_into_tensorrt(tmp_path):
+    """TensorRT's trampolines swallow exceptions from get_batch and the cache callbacks, so the
+    feed answers None (end of data) and finish() re-raises the first error after the build."""
+    good = np.zeros(SHAPE, np.uint8)
+    bad = np.zeros((1, 9, 12, 3), np.uint8)  # wrong shape in mid-run
+    copies: list[np.ndarray] = []
+    f = feed(tmp_path, [good, bad, good], copies=copies)
+    f.expected = 3
+    assert f.guard(f.next_pointers, ["frame"]) == [0xDEAD0001]
+    assert f.guard(f.next_pointers, ["frame"]) is None      # what TensorRT sees: no exception
+    assert f.guard(f.next_pointers, ["frame"]) is None      # and nothing more after an error
+    assert isinstance(f.error, CalibrationError) and f.count == 1
+    with pytest.raises(CalibrationError, match="has shape"):
+        f.finish()
+    # an invalid cache handed to write_calibration_cache is kept too, and the file is not written
+    (tmp_path / "w").mkdir()
+    w = feed(tmp_path / "w")
+    assert w.guard(w.write_cache, b"not a cache") is None and w.error is not None
+    assert not w.cache_path.exists()
+    with pytest.raises(CalibrationError):
+        w.finish()
+
+
+def test_calibration_that_ends_early_fails_and_a_short_source_only_warns(tmp_path, caplog):
+    frames = [np.full(SHAPE, i, np.uint8) for i in range(4)]
+    early = feed(tmp_path, frames, copies=[])
+    early.expected = 4
+    early.guard(early.next_pointers, ["frame"])  # TensorRT stopped asking after one batch
+    with pytest.raises(CalibrationError, match="after 1 of 4"):
+        early.finish()
+    short = feed(tmp_path, frames[:2], copies=[])
+    short.expected = 4
+    while short.guard(short.next_pointers, ["frame"]) is not None:
+        pass
+    short.finish()  # the source ran out (duplicates dropped): calibrated on what there was
+    assert short.count == 2 and "2 of 4 batches" in caplog.text
+    cached = feed(tmp_path, frames, copies=[])
+    cached.expected, cached.cache_used = 4, True
+    cached.finish()  # TensorRT took the scales from the cache and asked for no batch
+
+
+def test_reader_batches_have_the_plan_calibration_shape_for_a_dynamic_bundle(tmp_path):
+    """The batches the reader yields and the shape the calibration profile is set to are one shape."""
+    import dataclasses
+
+    from segrt.calibration.trt_legacy import _calibration_batches
+    from segrt.export.trt_plan import BuildRequest, plan_build
+    from segrt.runtime.manifest import ShapeRange
+
+    b = tiny_bundle(tmp_path / "b", 8, 12)
+    dyn = dataclasses.replace(b.manifest.input, dynamic=ShapeRange(min=(1, 4, 6), opt=(2, 16, 24), max=(2, 16, 24)))
+    b.update(dataclasses.replace(b.manifest, input=dyn))
+    plan = plan_build(BuildRequest(trt_version=(10, 3, 0), precision="int8", input=b.manifest.input, legacy=True,
+                                   onnx_input_shape=(-1, -1, -1, 3)))
+    assert plan.calibration_shape == (2, 8, 12, 3) and plan.profile.opt == (2, 16, 24, 3)
+    batches = list(_calibration_batches(b, "synthetic://?size=48x32&frames=4&seed=3", 4, plan.calibration_shape[0]))
+    assert batches and all(x.shape == plan.calibration_shape for x in batches)

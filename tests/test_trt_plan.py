@@ -65,6 +65,38 @@ def test_legacy_int8_with_dynamic_profile_calibrates_at_opt():
     assert p.profile.max == (4, 512, 1024, 3)
 
 
+def test_calibration_batches_and_calibration_profile_share_one_shape():
+    """Batches come at the manifest's size (the reader preprocesses to it): the calibration profile is
+    set to that size with OPT's batch, not to OPT's H/W, and must lie inside the profile."""
+    other_opt = InputSpec(name="frame", height=256, width=512,
+                          dynamic=ShapeRange(min=(1, 128, 256), opt=(2, 384, 768), max=(4, 512, 1024)))
+    p = plan_build(req(V103, "int8", legacy=True, input=other_opt))
+    assert p.profile.opt == (2, 384, 768, 3)
+    assert p.calibration_shape == (2, 256, 512, 3)  # OPT batch, manifest H/W (= what the reader yields)
+    outside = InputSpec(name="frame", height=256, width=512,
+                        dynamic=ShapeRange(min=(1, 384, 768), opt=(1, 384, 768), max=(1, 512, 1024)))
+    with pytest.raises(ConfigError, match="outside the profile"):
+        plan_build(req(V103, "int8", legacy=True, input=outside))
+
+
+def test_dla_refuses_the_minmax_calibrator():
+    with pytest.raises(ConfigError, match="entropy calibrator") as e:
+        plan_build(req(V103, "int8", legacy=True, calibrator="minmax", dla_core=0, jetson=True))
+    assert "--calibrator minmax" in str(e.value)
+    assert plan_build(req(V103, "int8", legacy=True, calibrator="entropy", dla_core=0)).calibrator == "entropy"
+    assert plan_build(req(V103, "int8", legacy=True, calibrator="minmax")).calibrator == "minmax"  # GPU: fine
+
+
+@pytest.mark.parametrize("v", [V103, V1016, V114])
+def test_fp32_clears_tf32_and_records_it(v):
+    p = plan_build(req(v, "fp32"))
+    assert p.cleared_builder_flags == ("TF32",) and "TF32" not in p.builder_flags
+    assert p.options()["tf32"] is False and p.options()["cleared_builder_flags"] == ["TF32"]
+    for precision in ("fp16", "int8"):
+        q = plan_build(req(v, precision))
+        assert q.cleared_builder_flags == () and q.options()["tf32"] is True
+
+
 @pytest.mark.parametrize("v", [V114, V1141, (11, 0, 0), (12, 0)])
 def test_legacy_is_refused_on_11_with_a_message(v):
     with pytest.raises(EngineError, match="needs TensorRT 10.x") as e:
@@ -175,6 +207,14 @@ def test_static_onnx_needs_no_profile_but_dynamic_axes_get_a_fixed_one():
     with pytest.raises(EngineError, match="rank"):
         profile_shapes(FUSED, (-1, 3, 256))
     assert plan_build(req(V114, "fp16", onnx_input_shape=(-1, 256, 512, 3))).profile.max == (1, 256, 512, 3)
+
+
+def test_manifest_range_on_a_static_onnx_input_adds_no_profile():
+    p = plan_build(req(V114, "fp16", input=DYN, onnx_input_shape=(1, 256, 512, 3)))
+    assert p.profile is None
+    assert any("adds no optimisation profile" in n for n in p.notes)
+    assert profile_shapes(DYN, (1, 256, 512, 3)) is None
+    assert profile_shapes(DYN, (-1, -1, -1, 3)).max == (4, 512, 1024, 3)  # dynamic ONNX: the range applies
 
 
 def test_profile_records_into_options():

@@ -82,3 +82,32 @@ def _fields(r: EngineRecord) -> dict:
     d = r.to_dict()
     d["compute_capability"] = tuple(d["compute_capability"])
     return d
+
+
+def test_platform_jetson_module_and_dla_cores_are_checked():
+    """Every Orin reports GPU "Orin", SM 8.7: the module, CPU architecture and DLA cores decide."""
+    agx = {"cpu_arch": "aarch64", "jetson_model": "NVIDIA Jetson AGX Orin Developer Kit", "dla_cores": 2}
+    rec = make_record(**{**_fields(REC), "trt_version": "10.3.0", "gpu_name": "Orin", "compute_capability": (8, 7),
+                         "build_options": {**agx, "dla_core": 1}})
+    agx_here = MachineInfo("10.3.0", "Orin", (8, 7), cpu_arch="aarch64", jetson_model=agx["jetson_model"],
+                           dla_cores=2)
+    assert check(rec, agx_here).action == OK
+    nano = MachineInfo("10.3.0", "Orin", (8, 7), cpu_arch="aarch64",
+                       jetson_model="NVIDIA Jetson Orin Nano Engineering Reference Developer Kit Super", dla_cores=0)
+    d = check(rec, nano)
+    assert d.action == REBUILD and "AGX Orin" in d.reason and "Orin Nano" in d.reason
+    one_core = MachineInfo("10.3.0", "Orin", (8, 7), cpu_arch="aarch64", jetson_model=agx["jetson_model"],
+                           dla_cores=1)
+    assert "DLA core 1" in check(rec, one_core).reason
+    x86 = make_record(**{**_fields(REC), "build_options": {"cpu_arch": "x86_64"}})
+    arm = MachineInfo("10.16.1.11", "NVIDIA GeForce RTX 4090", (8, 9), cpu_arch="aarch64")
+    assert "x86_64" in check(x86, arm).reason and check(x86, arm).action == REBUILD
+
+
+def test_an_ampere_plus_plan_is_never_accepted_on_a_jetson():
+    amp = make_record(**{**_fields(REC), "build_options": {"hardware_compat": "AMPERE_PLUS"}})  # no cpu_arch: old
+    orin = MachineInfo("10.16.1.11", "Orin", (8, 7), cpu_arch="aarch64", jetson_model="NVIDIA Jetson AGX Orin")
+    d = check(amp, orin)
+    assert d.action == REBUILD and "Jetson" in d.reason
+    desktop = MachineInfo("10.16.1.11", "NVIDIA A100", (8, 0), cpu_arch="x86_64")
+    assert check(amp, desktop).action == OK  # still fine between desktop Ampere+ GPUs
