@@ -170,7 +170,8 @@ def fuse_onnx(model: onnx.ModelProto, io: OnnxIO, *, mean: Sequence[float], std:
             # via FLOAT: TensorRT 10.3 documents UINT8 casts only to/from FLOAT/HALF (graph_passes)
             helper.make_node("Cast", ["segrt_argmax"], ["segrt_argmax_f32"], to=TensorProto.FLOAT,
                              name="segrt_cast_ids"),
-            helper.make_node("Cast", ["segrt_argmax_f32"], ["mask"], to=TensorProto.UINT8, name="segrt_cast_mask")]
+            helper.make_node("Cast", ["segrt_argmax_f32"], ["mask"], to=TensorProto.UINT8,
+                             name="segrt_cast_mask")]
     nodes = pre + list(g.node) + post
     old_in = [i for i in g.input if i.name == io.input_name]
     for vi in old_in:

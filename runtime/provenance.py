@@ -131,13 +131,16 @@ def _platform_mismatch(opts: Mapping[str, Any], machine: MachineInfo) -> str:
     """
     built_arch, here_arch = opts.get("cpu_arch"), machine.cpu_arch
     if built_arch and here_arch and built_arch != here_arch:
-        return f"engine built on a {built_arch} machine, this one is {here_arch} (plans are not portable across platforms)"
+        return (f"engine built on a {built_arch} machine, this one is {here_arch} "
+                "(plans are not portable across platforms)")
     hw = str(opts.get("hardware_compat") or "NONE")
     if hw != "NONE" and machine.jetson_model:
-        return f"engine built with hardware compatibility {hw} for desktop GPUs, this is a Jetson ({machine.jetson_model})"
+        return (f"engine built with hardware compatibility {hw} for desktop GPUs, "
+                f"this is a Jetson ({machine.jetson_model})")
     built_jetson = opts.get("jetson_model")
     if built_jetson and machine.jetson_model and built_jetson != machine.jetson_model:
-        return f"engine built on {built_jetson}, this is {machine.jetson_model} (every Orin reports GPU \"Orin\", SM 8.7)"
+        return (f"engine built on {built_jetson}, this is {machine.jetson_model} "
+                "(every Orin reports GPU \"Orin\", SM 8.7)")
     core = opts.get("dla_core")
     if core is not None and machine.dla_cores is not None and int(core) >= machine.dla_cores:
         return f"engine runs on DLA core {core}, this device has {machine.dla_cores} DLA core(s)"
