@@ -8,6 +8,8 @@ carries a URI's password or a ``token=`` value.
 """
 from __future__ import annotations
 
+import re
+
 from segrt.runtime.redact import redact
 
 
@@ -78,3 +80,25 @@ class AccuracyGateError(SegrtError):
 
 class EngineError(SegrtError):
     """A TensorRT engine could not be built, loaded, or is incompatible."""
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def first_line(exc: BaseException | str, limit: int = 160) -> str:
+    """The first non-empty line of a library's error, for a one-line segrt message.
+
+    ANSI colour codes (torch prints some) are removed, and a line longer than ``limit`` is cut
+    at a word boundary and marked with "...". An empty message gives the exception's type name.
+    """
+    text = _ANSI.sub("", str(exc))
+    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    if not line:
+        return type(exc).__name__ if isinstance(exc, BaseException) else ""
+    line = " ".join(line.split())
+    if len(line) <= limit:
+        return line
+    cut = line[:limit + 1]
+    space = cut.rfind(" ")
+    cut = cut[:space] if space > limit // 2 else line[:limit]
+    return cut.rstrip(" ,;:.") + " ..."

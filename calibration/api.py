@@ -45,7 +45,7 @@ from segrt.calibration.qdq import (
 from segrt.calibration.reader import SourceCalibrationReader
 from segrt.calibration.sampling import FrameSampler, SplitPlan, plan_split
 from segrt.calibration.sensitivity import FallbackResult, sensitivity_fallback
-from segrt.errors import AccuracyGateError, BundleError, CalibrationError, ConfigError, SegrtError
+from segrt.errors import AccuracyGateError, BundleError, CalibrationError, ConfigError, SegrtError, first_line
 from segrt.runtime.bundle import Bundle, onnx_filename
 from segrt.runtime.fsutil import atomic_path, sha256_file
 from segrt.runtime.manifest import Artifact
@@ -209,7 +209,7 @@ def _conversion_errors(what: str):
                 raise
             except Exception as exc:  # onnx/ORT quantizer raise many unrelated types
                 raise CalibrationError(
-                    f"{what} conversion failed on this graph: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}",
+                    f"{what} conversion failed on this graph: {type(exc).__name__}: {first_line(exc, 300)}",
                     hint="run with -v for the traceback and report it with the model's ONNX") from exc
         return inner
     return wrap

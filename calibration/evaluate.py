@@ -18,7 +18,7 @@ import onnx
 
 from segrt.calibration.gate import ConfusionMatrix
 from segrt.calibration.sampling import Coverage, FrameSampler
-from segrt.errors import BackendError, CalibrationError
+from segrt.errors import BackendError, CalibrationError, first_line
 from segrt.runtime.backends.onnxruntime import ORT_DISABLED_OPTIMIZERS
 from segrt.runtime.manifest import Manifest
 from segrt.runtime.postprocess import mask_from_outputs
@@ -103,7 +103,7 @@ def session(model: onnx.ModelProto | bytes | str, threads: int | None = None):
         return ort.InferenceSession(data, so, providers=["CPUExecutionProvider"],
                                     disabled_optimizers=list(ORT_DISABLED_OPTIMIZERS))
     except Exception as exc:  # ORT raises its own exception types for invalid graphs
-        raise BackendError(f"ONNX Runtime cannot load the converted model: {str(exc).splitlines()[0]}") from exc
+        raise BackendError(f"ONNX Runtime cannot load the converted model: {first_line(exc, 400)}") from exc
 
 
 def predict_masks(model: onnx.ModelProto | bytes | str, manifest: Manifest, eval_set: EvalSet,

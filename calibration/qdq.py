@@ -50,7 +50,7 @@ from segrt.calibration.graph import (
     preprocess_nodes,
     shape_nodes,
 )
-from segrt.errors import CalibrationError
+from segrt.errors import CalibrationError, first_line
 
 log = logging.getLogger("segrt.calibration.qdq")
 
@@ -75,7 +75,7 @@ def prepare_fp32(model: onnx.ModelProto, *, min_opset: int | None = None) -> tup
         try:
             m = onnx.version_converter.convert_version(m, min_opset)
         except Exception as exc:  # the converter raises bare RuntimeErrors from C++
-            problem = f"cannot upgrade opset {ai_onnx_opset(model)} -> {min_opset}: {str(exc).splitlines()[0]}"
+            problem = f"cannot upgrade opset {ai_onnx_opset(model)} -> {min_opset}: {first_line(exc)}"
             m = onnx.ModelProto()
             m.CopyFrom(model)
     hoist_constants(m)

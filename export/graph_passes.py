@@ -39,7 +39,7 @@ from typing import Any
 import onnx
 from onnx import helper
 
-from segrt.errors import ExportError
+from segrt.errors import ExportError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +193,7 @@ def run_passes(path: str | Path, passes: tuple[str, ...] = DEFAULT_PASSES) -> li
                 # Mask R-CNN); never ship that: validate, and keep the exported graph if invalid.
                 onnx.checker.check_model(optimized, full_check=True)
             except Exception as exc:  # noqa: BLE001 - an optimizer bug must not fail a valid export
-                reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+                reason = first_line(exc)
                 log.info("onnxscript optimizer output rejected on %s: %s", path.name, reason)
                 records.append({"pass": "optimize", "tool": "onnxscript.optimizer", "nodes": count_nodes(model),
                                 "skipped": f"{type(exc).__name__}: {reason}"})

@@ -30,7 +30,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from segrt.errors import ConfigError, ExportError
+from segrt.errors import ConfigError, ExportError, first_line
 from segrt.export.graph_passes import DEFAULT_PASSES, run_passes
 
 log = logging.getLogger(__name__)
@@ -71,11 +71,11 @@ def _first_line(exc: BaseException) -> str:
         for line in text.split("## Exception summary", 1)[1].splitlines():
             m = re.match(r"<class '[\w.]+'>: (.*)", line.strip())
             if m:
-                return m.group(1)[:240]
+                return first_line(m.group(1), 240)
     for line in text.splitlines():
         line = line.strip()
         if line and not line.startswith(("[", "-", "#")):
-            return line[:240]
+            return first_line(line, 240)
     return type(exc).__name__
 
 

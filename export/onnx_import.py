@@ -21,7 +21,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from segrt.errors import ConfigError, ExportError
+from segrt.errors import ConfigError, ExportError, first_line
 
 _FLOATS = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE)
 _INTS = (TensorProto.UINT8, TensorProto.INT8, TensorProto.INT32, TensorProto.INT64, TensorProto.UINT16,
@@ -69,9 +69,15 @@ def load_onnx(path: str | Path) -> onnx.ModelProto:
 
         raise ModelNotFoundError(f"ONNX file {p} does not exist", hint="check the path")
     try:
+        header = onnx.load(str(p), load_external_data=False)
+    except Exception as exc:  # noqa: BLE001 - protobuf raises DecodeError, RuntimeError, ...
+        raise ExportError(f"{p} is not a readable ONNX model ({type(exc).__name__}: {first_line(exc, 120)})",
+                          hint="the file is corrupt or truncated; export it again") from exc
+    check_external_data(header, p)
+    try:
         model = onnx.load(str(p))
     except Exception as exc:  # noqa: BLE001 - protobuf raises DecodeError, RuntimeError, ...
-        raise ExportError(f"{p} is not a readable ONNX model ({type(exc).__name__}: {str(exc)[:120]})",
+        raise ExportError(f"{p} is not a readable ONNX model ({type(exc).__name__}: {first_line(exc, 120)})",
                           hint="the file is corrupt or truncated; export it again") from exc
     if not model.graph.node:
         raise ExportError(f"{p} holds no graph (empty or truncated ONNX file)",
@@ -79,10 +85,45 @@ def load_onnx(path: str | Path) -> onnx.ModelProto:
     try:
         onnx.checker.check_model(model, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ExportError(f"{p} is not a valid ONNX model ({first[:160]})",
+        raise ExportError(f"{p} is not a valid ONNX model ({first_line(exc)})",
                           hint="the file is corrupt or truncated; export it again") from exc
     return model
+
+
+def _tensors(graph: onnx.GraphProto):
+    """Every TensorProto of a graph and its subgraphs (initializers and node attributes)."""
+    yield from graph.initializer
+    for sparse in graph.sparse_initializer:
+        yield sparse.values
+        yield sparse.indices
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+            if attr.HasField("g"):
+                yield from _tensors(attr.g)
+            for sub in attr.graphs:
+                yield from _tensors(sub)
+
+
+def check_external_data(model: onnx.ModelProto, path: Path) -> None:
+    """Refuse external tensor data outside the model's folder, or missing, naming the tensor and the file."""
+    folder = path.resolve().parent
+    for tensor in _tensors(model.graph):
+        if tensor.data_location != TensorProto.EXTERNAL:
+            continue
+        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+        target = (folder / location).resolve()
+        if not location or Path(location).is_absolute() or not target.is_relative_to(folder):
+            raise ExportError(f"{path} refused: tensor {tensor.name!r} keeps its data in {location!r}, which "
+                              f"resolves to {target}, outside the model's folder {folder}",
+                              hint="external data must lie inside the folder of the .onnx file (a location "
+                                   "that escapes it could read any file); move the data file beside the model "
+                                   "and re-save it")
+        if not target.is_file():
+            raise ExportError(f"{path}: tensor {tensor.name!r} keeps its data in {location!r}, and {target} "
+                              "does not exist", hint="copy the model's external data file beside the .onnx file")
 
 
 def onnx_io(model: onnx.ModelProto, path: str | Path = "model.onnx") -> OnnxIO:

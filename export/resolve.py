@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from segrt.errors import ConfigError, ModelNotFoundError
+from segrt.errors import ConfigError, ModelNotFoundError, first_line
 from segrt.export.zoo import ZooEntry, get_entry
 from segrt.runtime.fsutil import sha256_file
 
@@ -52,7 +52,7 @@ def load_factory(spec: str) -> ModelTarget:
         raise ModelNotFoundError(f"cannot import {mod_name} ({exc})",
                                  hint="install the package or add its folder to PYTHONPATH") from exc
     except Exception as exc:  # noqa: BLE001 - user code may raise anything while importing
-        raise ModelNotFoundError(f"importing {mod_name} failed: {type(exc).__name__}: {str(exc)[:160]}",
+        raise ModelNotFoundError(f"importing {mod_name} failed: {type(exc).__name__}: {first_line(exc)}",
                                  hint="fix the error in that module") from exc
     fn = getattr(module, attr, None)
     if fn is None or not callable(fn):
@@ -60,7 +60,9 @@ def load_factory(spec: str) -> ModelTarget:
         close = difflib.get_close_matches(attr, names, n=3, cutoff=0.5)
         hint = f"did you mean {' or '.join(close)}?" if close else f"{mod_name} defines: {', '.join(names[:8])}"
         raise ModelNotFoundError(f"{mod_name} has no callable {attr!r}", hint=hint)
-    return ModelTarget(kind="factory", label=attr, factory=fn, source={"kind": "factory", "factory": spec})
+    # A file names the model (my_net.py:build -> "my_net"); a package's factory names itself.
+    label = Path(mod_name).stem if mod_name.endswith(".py") else attr
+    return ModelTarget(kind="factory", label=label, factory=fn, source={"kind": "factory", "factory": spec})
 
 
 def resolve_model(model: str) -> ModelTarget:
@@ -99,7 +101,7 @@ def build_factory_model(fn, num_classes: int | None):
     try:
         model = fn(**kwargs)
     except Exception as exc:  # noqa: BLE001 - user code
-        raise ModelNotFoundError(f"factory {fn.__name__} raised {type(exc).__name__}: {str(exc)[:160]}",
+        raise ModelNotFoundError(f"factory {fn.__name__} raised {type(exc).__name__}: {first_line(exc)}",
                                  hint="fix the factory or its arguments") from exc
     if not isinstance(model, torch.nn.Module):
         raise ModelNotFoundError(f"factory {fn.__name__} returned {type(model).__name__}, not a torch.nn.Module",

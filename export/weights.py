@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from segrt.errors import WeightsError
+from segrt.errors import WeightsError, first_line
 from segrt.runtime.fsutil import sha256_file
 
 log = logging.getLogger(__name__)
@@ -78,16 +78,15 @@ def read_state_dict(path: str | os.PathLike[str]) -> tuple[dict[str, Any], str |
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         if "weights_only" in str(exc) or "Unsupported global" in str(exc):
             raise WeightsError(
-                f"{p} holds pickled Python objects, not just tensors ({first[:160]})",
+                f"{p} holds pickled Python objects, not just tensors ({first})",
                 hint="save model.state_dict() with torch.save and pass that file") from exc
-        raise WeightsError(f"{p} is not a PyTorch checkpoint ({first[:160]})",
+        raise WeightsError(f"{p} is not a PyTorch checkpoint ({first})",
                            hint="pass a file written by torch.save(model.state_dict(), path)") from exc
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, AttributeError) as exc:
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise WeightsError(f"{p} is not a readable PyTorch checkpoint ({msg[:160]})",
+        raise WeightsError(f"{p} is not a readable PyTorch checkpoint ({first_line(exc)})",
                            hint="pass a file written by torch.save(model.state_dict(), path)") from exc
     if _is_state_dict(obj):
         return dict(obj), None

@@ -183,7 +183,8 @@ class Pipeline:
                  sink: Sink | str | None = None, *, backend: str | Backend = "auto", precision: str = "fp32",
                  view: str = "overlay", alpha: float = 0.5, max_frames: int | None = None,
                  threads: int | None = None, legend: bool = True, shares: bool = False,
-                 overlay_stats: bool = True, queue_size: int = 2, score_threshold: float = 0.5) -> None:
+                 overlay_stats: bool = True, queue_size: int = 2, score_threshold: float = 0.5,
+                 overwrite: bool = False) -> None:
         self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle)
         self.manifest = self.bundle.manifest
         if max_frames is not None and (isinstance(max_frames, bool) or not isinstance(max_frames, int)
@@ -193,6 +194,7 @@ class Pipeline:
             raise ConfigError(f"queue_size must be >= 1, got {queue_size}")
         self.source = open_source(source)
         self._sink_spec = sink
+        self._overwrite = overwrite  # an existing output video is refused unless True
         self.sink: Sink | None = None
         self.precision = precision
         if isinstance(backend, Backend):
@@ -280,7 +282,7 @@ class Pipeline:
                 self.sink = NullSink("none")
             else:
                 self.sink = open_sink(self._sink_spec, fps=self.source.fps or 30.0,
-                                      size=self.renderer.output_size((fw, fh)))
+                                      size=self.renderer.output_size((fw, fh)), overwrite=self._overwrite)
             self.sink.open()
         except BaseException:
             self._close_resources()
@@ -486,7 +488,7 @@ class Pipeline:
                     rendered = self.renderer.render(frame.image, drawn, lb, text,
                                                     out=self._render_ring[(slot - 1) % len(self._render_ring)])
                 t1 = time.perf_counter()
-                self.sink.write(rendered)
+                self.sink.write(rendered, frame.name)
                 t2 = time.perf_counter()
                 if self.sink.stop_requested:  # q/Esc in the display window
                     self._stop_capture.set()

@@ -51,14 +51,15 @@ class Sink(Resource):
         super().close()
         self._closed = True
 
-    def write(self, image: np.ndarray) -> None:
+    def write(self, image: np.ndarray, name: str | None = None) -> None:
+        """Take one rendered frame; ``name`` is the source frame's name (an image's stem), if it has one."""
         if not self._opened:
             if self._closed:  # a late write must not start a new file beside the finished one
                 raise SinkError(f"{self.uri}: written after close")
             self.open()
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise SinkError(f"{self.uri}: expected an HxWx3 uint8 BGR image, got {image.shape} {image.dtype}")
-        self._write(image)
+        self._write(image, name)
         self.frames_written += 1
 
     def describe(self) -> str:
@@ -71,7 +72,7 @@ class Sink(Resource):
         pass
 
     @abc.abstractmethod
-    def _write(self, image: np.ndarray) -> None: ...
+    def _write(self, image: np.ndarray, name: str | None) -> None: ...
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.uri!r})"
@@ -80,7 +81,7 @@ class Sink(Resource):
 class NullSink(Sink):
     """Discards frames (benchmarks, headless runs that only want the summary)."""
 
-    def _write(self, image: np.ndarray) -> None:
+    def _write(self, image: np.ndarray, name: str | None) -> None:
         pass
 
 
@@ -111,7 +112,7 @@ class DisplaySink(Sink):
             raise SinkError(f"display:// cannot open a window: {str(exc).strip().splitlines()[-1]}",
                             hint="write to a video or folder sink instead") from exc
 
-    def _write(self, image: np.ndarray) -> None:
+    def _write(self, image: np.ndarray, name: str | None) -> None:
         cv2.imshow(self.title, image)
         key = cv2.waitKey(1) & 0xFF
         if key in (ord("q"), 27):
@@ -127,11 +128,15 @@ class VideoSink(Sink):
     """A video file at the source's fps; written to a temporary name and renamed on close.
 
     The writer is created at the first frame, so its size is that of the rendered images.
+    An existing file is refused unless ``overwrite`` (checked when the sink is made and
+    again when it opens).
     """
 
-    def __init__(self, path: str | os.PathLike[str], fps: float) -> None:
+    def __init__(self, path: str | os.PathLike[str], fps: float, *, overwrite: bool = False) -> None:
         super().__init__(str(path))
         self.path = Path(path)
+        self.overwrite = overwrite
+        self._refuse_existing()
         ext = self.path.suffix.lower()
         if ext not in VIDEO_FOURCC:
             raise SinkError(f"{self.path}: unsupported video extension {ext!r}",
@@ -144,7 +149,13 @@ class VideoSink(Sink):
         self._tmp: Path | None = None
         self._size: tuple[int, int] | None = None
 
+    def _refuse_existing(self) -> None:
+        if not self.overwrite and (self.path.exists() or self.path.is_symlink()):
+            raise SinkError(f"{self.path} already exists; not overwriting it",
+                            hint="pass --overwrite to replace it, or choose another output name")
+
     def _open(self) -> None:
+        self._refuse_existing()
         parent = self.path.parent
         try:
             parent.mkdir(parents=True, exist_ok=True)
@@ -160,7 +171,7 @@ class VideoSink(Sink):
                             hint="choose a writable output folder") from exc
         self._tmp = Path(tmp)
 
-    def _write(self, image: np.ndarray) -> None:
+    def _write(self, image: np.ndarray, name: str | None) -> None:
         h, w = image.shape[:2]
         if self._writer is None:
             writer = cv2.VideoWriter(str(self._tmp), cv2.CAP_FFMPEG, cv2.VideoWriter_fourcc(*self.fourcc),
@@ -196,7 +207,12 @@ class VideoSink(Sink):
 
 
 class ImageFolderSink(Sink):
-    """One image per frame, ``frame_000000.png`` ..., each written atomically."""
+    """One image per frame, each written atomically.
+
+    A frame from an image source keeps its file's name (``street.jpg`` -> ``street.png``;
+    a name met twice in one run gets ``_<n>`` appended); other frames are numbered
+    ``frame_000000.png`` ... (or by ``pattern``).
+    """
 
     def __init__(self, folder: str | os.PathLike[str], ext: str = ".png", pattern: str | None = None) -> None:
         super().__init__(str(folder))
@@ -205,6 +221,7 @@ class ImageFolderSink(Sink):
         if self.ext.lower() not in IMAGE_EXTS:
             raise SinkError(f"{folder}: unsupported image format {self.ext!r}", hint="use png or jpg")
         self.pattern = pattern or ("frame_%06d" + self.ext)
+        self._names_used: set[str] = set()
 
     def _open(self) -> None:
         try:
@@ -217,8 +234,16 @@ class ImageFolderSink(Sink):
     def path_for(self, n: int) -> Path:
         return self.folder / (self.pattern % n)
 
-    def _write(self, image: np.ndarray) -> None:
-        target = self.path_for(self.frames_written)
+    def name_for(self, name: str) -> Path:
+        """The output path for a named frame, unique within this run."""
+        candidate, n = name, 1
+        while candidate in self._names_used:
+            candidate, n = f"{name}_{n}", n + 1
+        self._names_used.add(candidate)
+        return self.folder / (candidate + self.ext)
+
+    def _write(self, image: np.ndarray, name: str | None) -> None:
+        target = self.path_for(self.frames_written) if name is None else self.name_for(name)
         ok, data = cv2.imencode(target.suffix, image)
         if not ok:
             raise SinkError(f"cannot encode {target}")
@@ -232,7 +257,7 @@ class ImageFileSink(Sink):
         super().__init__(str(path))
         self.path = Path(path)
 
-    def _write(self, image: np.ndarray) -> None:
+    def _write(self, image: np.ndarray, name: str | None) -> None:
         ok, data = cv2.imencode(self.path.suffix, image)
         if not ok:
             raise SinkError(f"cannot encode {self.path}")
@@ -240,9 +265,10 @@ class ImageFileSink(Sink):
 
 
 def open_sink(uri: str | os.PathLike[str] | Sink | None, fps: float = 30.0,
-              size: tuple[int, int] | None = None) -> Sink:
+              size: tuple[int, int] | None = None, *, overwrite: bool = False) -> Sink:
     """The sink for ``uri`` (unopened). ``fps`` is used by video sinks; ``size`` is informative
-    (video writers take the size of the first frame)."""
+    (video writers take the size of the first frame). An existing video file is refused
+    unless ``overwrite``."""
     if isinstance(uri, Sink):
         return uri
     if uri is None:
@@ -262,12 +288,12 @@ def open_sink(uri: str | os.PathLike[str] | Sink | None, fps: float = 30.0,
             ext = dict(p.split("=", 1) for p in query.split("&") if "=" in p).get("ext", "png")
             return ImageFolderSink(path, ext)
         if scheme == "file":
-            return open_sink(rest, fps, size)
+            return open_sink(rest, fps, size, overwrite=overwrite)
         raise SinkError(f"unknown sink scheme {scheme}:// in {uri!r}", hint="pass " + URI_HELP)
     path = Path(uri).expanduser()
     ext = path.suffix.lower()
     if ext in VIDEO_FOURCC:
-        return VideoSink(path, fps)
+        return VideoSink(path, fps, overwrite=overwrite)
     if ext in IMAGE_EXTS:
         if "%" in path.name:  # printf-style sequence: out/frame_%05d.png
             return ImageFolderSink(path.parent, ext, pattern=path.name)

@@ -23,6 +23,21 @@ from segrt.runtime.redact import RedactingFilter, redact
 VERBS = ("models", "export", "quantize", "build", "run", "bench", "demo", "doctor")
 
 
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Appends ``(default: X)`` to an option's help, unless X is None or a flag's bool, or the help says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if isinstance(action, argparse.BooleanOptionalAction) and isinstance(default, bool) and "default" not in text:
+            on, off = action.option_strings[0], action.option_strings[-1]
+            return f"{text} (default: {on if default else off})".strip()
+        if (not action.option_strings or default is None or isinstance(default, bool) or default is argparse.SUPPRESS
+                or "default" in text.lower() or "%(default)" in text):
+            return action.help
+        return f"{text} (default: %(default)s)".strip()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="segrt",
@@ -40,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue  # verb not implemented in this build
         module.add_parser(sub)
+    for verb_parser in sub.choices.values():  # one rule for every verb's --help
+        verb_parser.formatter_class = DefaultsHelpFormatter
     return parser
 
 

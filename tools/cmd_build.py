@@ -10,10 +10,9 @@ def add_parser(subparsers) -> None:
         description="Build model.<precision>.<gpu>.trt<ver>.engine from the bundle's precision-typed ONNX "
                     "(strongly typed: model.fp16.onnx / model.int8.onnx with Q/DQ), save the engine "
                     "inspector's per-layer JSON beside it, print how many layers run in FP32/FP16/INT8, "
-                    "and record the engine's provenance in segrt.json. Build on the device that runs it.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                    "and record the engine's provenance in segrt.json. Build on the device that runs it.")
     p.add_argument("bundle", metavar="BUNDLE", help="bundle directory")
-    p.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp16")
+    p.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp16", help="engine precision")
     p.add_argument("--legacy-calibrator", action="store_true", dest="legacy",
                    help="TensorRT 10.x only: weak typing with FP16/INT8 builder flags and an INT8 calibrator "
                         "on model.onnx (refused on TensorRT 11)")
@@ -21,7 +20,8 @@ def add_parser(subparsers) -> None:
                    help="legacy INT8 calibrator (IInt8EntropyCalibrator2 or IInt8MinMaxCalibrator)")
     p.add_argument("--calib", default=None, metavar="SOURCE",
                    help="calibration frames for --legacy-calibrator: folder, video, synthetic://")
-    p.add_argument("--calib-frames", type=int, default=200, dest="calib_frames")
+    p.add_argument("--calib-frames", type=int, default=200, dest="calib_frames", metavar="N",
+                   help="frames for the legacy calibrator")
     p.add_argument("--workspace", type=float, default=None, metavar="GiB", help="builder workspace limit")
     p.add_argument("--dla-core", type=int, default=None, dest="dla_core", metavar="N",
                    help="Jetson Orin DLA core, with GPU fallback (static shapes, FP16/INT8)")

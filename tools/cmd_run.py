@@ -14,10 +14,15 @@ def add_parser(subparsers) -> None:
                     "a folder, an image file, null://. Ctrl-C or SIGTERM finalises the output video.")
     p.add_argument("bundle", help="bundle directory (from segrt export)")
     p.add_argument("--source", required=True, metavar="URI", help="frame source")
-    p.add_argument("--sink", default="null://", metavar="URI", help="where rendered frames go (default null://)")
-    p.add_argument("--backend", default="auto", choices=("auto", "onnxruntime", "tensorrt"))
-    p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"))
-    p.add_argument("--view", default="overlay", choices=("overlay", "mask", "side-by-side"))
+    p.add_argument("--sink", default="null://", metavar="URI",
+                   help="where rendered frames go (default null://); an image source's names are kept in a folder")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output video (refused otherwise)")
+    p.add_argument("--backend", default="auto", choices=("auto", "onnxruntime", "tensorrt"),
+                   help="inference backend; auto takes TensorRT when it and a GPU are present")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"),
+                   help="which of the bundle's models to run")
+    p.add_argument("--view", default="overlay", choices=("overlay", "mask", "side-by-side"),
+                   help="what the sink receives")
     p.add_argument("--max-frames", type=int, default=None, metavar="N", help="stop after N frames")
     p.add_argument("--alpha", type=float, default=0.5, metavar="A", help="overlay opacity 0..1 (default 0.5)")
     p.add_argument("--threads", type=int, default=None, metavar="N", help="inference threads (default: backend's)")
@@ -43,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
                                      cuda_graph=True, rebuild=args.backend == "auto")
     summary = Pipeline(args.bundle, args.source, args.sink, backend=backend, precision=args.precision,
                        view=args.view, alpha=args.alpha, max_frames=args.max_frames, threads=args.threads,
-                       legend=args.legend, shares=args.shares, overlay_stats=args.overlay_stats).run()
+                       legend=args.legend, shares=args.shares, overlay_stats=args.overlay_stats,
+                       overwrite=args.overwrite).run()
     print(summary.table(), flush=True)
     return 130 if summary.interrupted else 0

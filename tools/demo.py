@@ -162,7 +162,7 @@ def run_demo(out_dir: str | Path = "segrt-demo", *, model: str = DEFAULT_MODEL, 
         bundle: Bundle = Bundle.open(bundle_dir)
         video = out / "overlay.mp4"
         summary = Pipeline(bundle, stream_source, str(video), view="overlay", legend=True, shares=True,
-                           max_frames=frames, threads=threads).run()
+                           max_frames=frames, threads=threads, overwrite=True).run()  # the demo's own output
         state["summary"] = summary
         e2e = summary.stages.get("e2e")
         detail = (f"{summary.frames} frames of {stream_source} at {summary.fps:.1f} FPS"

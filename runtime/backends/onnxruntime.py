@@ -8,7 +8,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from segrt.errors import BackendError, BackendUnavailableError
+from segrt.errors import BackendError, BackendUnavailableError, first_line
 from segrt.runtime.backends.base import Backend, TensorSpec
 
 _ORT_DTYPES = {
@@ -106,8 +106,11 @@ class OnnxRuntimeBackend(Backend):
             self._session = ort.InferenceSession(str(self.onnx_path), sess_options=so, providers=providers,
                                                  disabled_optimizers=list(ORT_DISABLED_OPTIMIZERS))
         except Exception as exc:  # ORT raises its own non-exported exception types
-            raise BackendError(f"ONNX Runtime cannot load {self.onnx_path}: {str(exc).splitlines()[0]}",
-                               hint="the file may be corrupt or truncated; re-export the bundle") from exc
+            first = first_line(exc, 400)
+            hint = ("ONNX Runtime refused or could not find the model's external data file: keep it beside the "
+                    ".onnx file, inside the bundle folder" if "external data" in first.lower()
+                    else "the file may be corrupt or truncated; re-export the bundle")
+            raise BackendError(f"ONNX Runtime cannot load {self.onnx_path}: {first}", hint=hint) from exc
 
         def spec(a) -> TensorSpec:
             shape = tuple(d if isinstance(d, int) else -1 for d in a.shape)
@@ -129,7 +132,7 @@ class OnnxRuntimeBackend(Backend):
         try:
             outs = self._session.run(self._output_names, dict(inputs))
         except Exception as exc:  # ORT's exception classes are not importable by name
-            raise BackendError(f"ONNX Runtime failed on {self.onnx_path.name}: {str(exc).splitlines()[0]}") from exc
+            raise BackendError(f"ONNX Runtime failed on {self.onnx_path.name}: {first_line(exc, 400)}") from exc
         self.last_times.compute_ms = (time.perf_counter() - t0) * 1e3
         return dict(zip(self._output_names, outs))
 

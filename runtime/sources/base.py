@@ -26,18 +26,20 @@ class Frame:
     ``image`` is HxWx3 uint8 BGR, ``index`` the frame's position in its source
     (for a live source the capture sequence number, so gaps show dropped frames),
     ``timestamp`` the ``time.perf_counter()`` at capture (for end-to-end latency),
-    ``label`` an HxW uint8 class-id mask when the source has ground truth, else None.
+    ``label`` an HxW uint8 class-id mask when the source has ground truth, else None,
+    ``name`` the frame's own name when it has one (an image file's stem), so a folder sink keeps it.
 
     A source may hand over the ground truth as ``label_fn``, a function that makes it: it then
     runs on the first read of ``label`` only (the synthetic scene draws its labels that way,
     and a pipeline that never scores a frame never pays for them).
     """
 
-    __slots__ = ("image", "index", "timestamp", "_label", "_label_fn")
+    __slots__ = ("image", "index", "timestamp", "name", "_label", "_label_fn")
 
     def __init__(self, image: np.ndarray, index: int, timestamp: float, label: np.ndarray | None = None,
-                 label_fn: Callable[[], np.ndarray] | None = None) -> None:
+                 label_fn: Callable[[], np.ndarray] | None = None, name: str | None = None) -> None:
         self.image = image
+        self.name = name
         self.index = index
         self.timestamp = timestamp
         self._label = label

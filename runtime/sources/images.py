@@ -110,7 +110,7 @@ class ImageListSource(Source):
                     raise SourceError(f"label {self.labels[i]} is {label.shape[1]}x{label.shape[0]} but its image "
                                       f"{self.images[i].name} is {img.shape[1]}x{img.shape[0]}",
                                       hint="masks must have the size of their images")
-            return Frame(img, i, time.perf_counter(), label)
+            return Frame(img, i, time.perf_counter(), label, name=self.images[i].stem)
         return None
 
     def seek(self, index: int) -> None:
