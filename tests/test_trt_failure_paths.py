@@ -165,3 +165,51 @@ def test_one_process_wide_tensorrt_logger():
                             and call.func.attr in ("Logger", "init_libnvinfer_plugins")):
                         creators.append(f"{p.relative_to(REPO)}:{node.name}")
     assert creators and set(creators) == {"runtime/backends/tensorrt.py:process_logger"}, creators
+
+
+def test_tensorrt_fails_with_the_reason_and_a_rebuild_passes_every_recorded_option(bundle, monkeypatch):
+    """A stale legacy-calibrated engine: ``tensorrt`` refuses with the reason (README), ``rebuild=True``
+    and ``auto`` hand the builder every recorded option. The builder is substituted through the
+    public registration hook (the real one needs a GPU); the rest is the real selection code."""
+    from segrt.export.trt_plan import BuildRequest, plan_build
+    from segrt.runtime.backends import select
+    from segrt.runtime.fsutil import sha256_file
+    from segrt.runtime.provenance import make_record
+
+    monkeypatch.setattr(select, "import_tensorrt", lambda: None)  # as if TensorRT were installed
+    monkeypatch.setattr(select, "probe_machine", lambda device=0: (MachineInfo("10.3.0", "Orin", (8, 7)), ""))
+    plan = plan_build(BuildRequest(trt_version=(10, 2, 0), precision="fp16", input=bundle.manifest.input,
+                                   legacy=True, opt_level=4, workspace_gib=0.5))
+    stale = bundle.path / "model.fp16.orin-sm87.trt10.2.0.engine"
+    stale.write_bytes(b"old plan")
+    bundle.update(bundle.manifest.with_engine(make_record(
+        precision="fp16", path=stale.name, sha256=sha256_file(stale), trt_version="10.2.0", gpu_name="Orin",
+        compute_capability=(8, 7), onnx_sha256=bundle.manifest.artifacts["fp32"].sha256,
+        build_options={**plan.options(), "timing_cache": "t.cache"})))
+
+    with pytest.raises(EngineError, match="TensorRT 10.2.0, this is 10.3.0") as e:
+        select.backend_for_bundle(bundle, backend="tensorrt", precision="fp16")
+    assert "segrt build" in str(e.value)
+
+    calls: list[dict] = []
+
+    def builder(b, **kw):
+        calls.append(kw)
+        return make_record(precision="fp16", path="model.fp16.new.engine", sha256="0" * 64, trt_version="10.3.0",
+                           gpu_name="Orin", compute_capability=(8, 7), onnx_sha256="1" * 64,
+                           build_options={"dla_core": None})
+
+    monkeypatch.setattr(select, "_ENGINE_BUILDER", builder)
+    be = select.backend_for_bundle(bundle, backend="tensorrt", precision="fp16", rebuild=True, echo=lambda m: None)
+    assert isinstance(be, TensorRTBackend) and be.engine_path.name == "model.fp16.new.engine" and not be.is_open
+    want = {"legacy": True, "opt_level": 4, "workspace_gib": 0.5, "timing_cache": "t.cache", "dla_core": None,
+            "version_compatible": False, "hardware_compat": "none"}
+    assert {k: calls[0][k] for k in want} == want and calls[0]["precision"] == "fp16"
+    from segrt.tools.tiny_model import tiny_segmentation_onnx
+
+    bundle.save_onnx("fp16", tiny_segmentation_onnx(16, 24))  # something for ONNX Runtime to fall back on
+    msgs: list[str] = []
+    auto = select.backend_for_bundle(bundle, backend="auto", precision="fp16", echo=msgs.append)
+    assert len(calls) == 2 and {k: calls[1][k] for k in want} == want
+    assert isinstance(auto, OnnxRuntimeBackend)  # the rebuilt engine cannot open here (no TensorRT): fallback
+    assert any("falling back to ONNX Runtime" in m for m in msgs)

@@ -103,6 +103,8 @@ def test_jetson_detection_and_hints(tmp_path):
     assert jetson_model(rel, model) is None
     assert "nvidia-jetpack" in tensorrt_install_hint("Jetson") and "--system-site-packages" in tensorrt_install_hint("J")
     assert "pip install tensorrt" in tensorrt_install_hint(None)
+    for where in (None, "Jetson"):  # PyCUDA runs engines; cuda-python alone only captures graphs
+        assert "pycuda (required to run), cuda-python (for --cuda-graph)" in tensorrt_install_hint(where)
 
 
 def test_runtime_imports_without_tensorrt_or_pycuda():

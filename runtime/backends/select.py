@@ -58,7 +58,10 @@ def probe_machine(device: int = 0) -> tuple[MachineInfo, str]:
     dla_cores = 0 if not jetson else None
     if jetson and not why:
         from segrt.runtime.backends.tensorrt import dla_core_count  # noqa: PLC0415 - TensorRT lazily
-        dla_cores = dla_core_count(trt)
+        try:
+            dla_cores = dla_core_count(trt)
+        except Exception as exc:  # noqa: BLE001 - unknown core count: engines are not refused over it
+            log.debug("cannot count DLA cores: %s", exc)
     return MachineInfo(trt_version, gpu_name, cc, cpu_arch=platform.machine(), jetson_model=jetson,
                        dla_cores=dla_cores), why
 
