@@ -117,6 +117,7 @@ class TensorRTBackend(Backend):
         self._events: tuple = ()
         self._graph = None
         self._warm = False
+        self._infer_thread: threading.Thread | None = None  # the thread inside infer(), if any
 
     # -- life cycle ----------------------------------------------------------------
     def _open(self) -> None:
@@ -125,8 +126,8 @@ class TensorRTBackend(Backend):
         if self.cuda_graph:
             cuda_cudart.cudart()  # BackendUnavailableError now, not on the second frame
         self._trt = import_tensorrt()
-        self._ctx = cuda_pycuda.primary_context(self.device)
         try:
+            self._ctx = cuda_pycuda.primary_context(self.device)
             with cuda_pycuda.current(self._ctx):
                 self._zero_copy = (cuda_pycuda.is_integrated(self.device) if self.zero_copy is None
                                    else bool(self.zero_copy))
@@ -212,6 +213,14 @@ class TensorRTBackend(Backend):
             raise EngineError("--cuda-graph needs static shapes; this engine has a dynamic profile",
                               hint="run without --cuda-graph")
 
+    def close(self) -> None:
+        """Release everything; refused while another thread is inside ``infer()`` (join it first)."""
+        busy = self._infer_thread
+        if busy is not None and busy is not threading.current_thread():
+            raise BackendError(f"close() while infer() runs on thread {busy.name}",
+                               hint="stop and join the thread that runs inference first (the pipeline does)")
+        super().close()
+
     def _close(self) -> None:
         self._release()
 
@@ -245,8 +254,12 @@ class TensorRTBackend(Backend):
         missing = [s.name for s in plan.inputs if s.name not in inputs]
         if missing:
             raise BackendError(f"missing input(s) {missing}; the engine takes {[s.name for s in plan.inputs]}")
-        with cuda_pycuda.current(self._ctx):
-            return self._run(inputs)
+        self._infer_thread = threading.current_thread()
+        try:
+            with cuda_pycuda.current(self._ctx):
+                return self._run(inputs)
+        finally:
+            self._infer_thread = None
 
     @trt_path("runtime")
     def _run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
