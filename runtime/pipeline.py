@@ -337,7 +337,8 @@ class Pipeline:
             t.join(timeout=1.0)
         self._t_end = time.perf_counter()
         # Closing a backend while infer() runs on it frees memory under the GPU's feet: leave it open.
-        infer_running = not self._finished[1].is_set()
+        # (No threads yet when _start failed: nothing is running.)
+        infer_running = len(self._finished) > 1 and not self._finished[1].is_set()
         if infer_running:
             log.warning("the infer thread is still running: the %s backend is left open (not closed under it)",
                         self.backend.name)
