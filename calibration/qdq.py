@@ -51,6 +51,7 @@ from segrt.calibration.graph import (
     shape_nodes,
 )
 from segrt.errors import CalibrationError, first_line
+from segrt.runtime.versions import at_least
 
 log = logging.getLogger("segrt.calibration.qdq")
 
@@ -149,13 +150,35 @@ def _quiet_ort_logging():
             h.removeFilter(f)
 
 
+# quantize_static(calibration_cache_path=...) (precomputed ranges): verified on 1.30 and 1.32;
+# 1.27-1.28 have the parameter but quantize worse, older releases lack it (1.23.2, the newest
+# wheel for Python 3.10 / JetPack 6, among them).
+ORT_FOR_PRECOMPUTED_RANGES = (1, 30)
+
+
+def precomputed_ranges_unsupported() -> str | None:
+    """Why this onnxruntime cannot quantize with precomputed ranges, or None when it can."""
+    import onnxruntime
+
+    have = str(onnxruntime.__version__)
+    if at_least(have, ORT_FOR_PRECOMPUTED_RANGES):
+        return None
+    need = ".".join(map(str, ORT_FOR_PRECOMPUTED_RANGES))
+    return f"INT8 quantization with precomputed ranges needs onnxruntime >= {need}; this is {have}"
+
+
 def _check_ort_supports_cache() -> None:
+    why = precomputed_ranges_unsupported()
+    if why:
+        need = ".".join(map(str, ORT_FOR_PRECOMPUTED_RANGES))
+        raise CalibrationError(why, hint=f"pip install -U 'onnxruntime>={need}' (Python >= 3.11; on JetPack 6, "
+                                         "quantize on a desktop and copy the bundle)")
     from onnxruntime.quantization import quantize_static
     if "calibration_cache_path" not in inspect.signature(quantize_static).parameters:
         import onnxruntime
         raise CalibrationError(
-            f"onnxruntime {onnxruntime.__version__} cannot take precomputed calibration ranges",
-            hint="upgrade: pip install -U 'onnxruntime>=1.30'")
+            f"onnxruntime {onnxruntime.__version__} has no quantize_static(calibration_cache_path=...)",
+            hint="reinstall onnxruntime >= 1.30")
 
 
 def int8_conversion(model: onnx.ModelProto, ranges: CalibrationRanges, *, exclude_nodes: Iterable[str] = (),

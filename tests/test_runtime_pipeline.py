@@ -19,6 +19,7 @@ SYN = "synthetic://?size=160x96&fps=30&frames={n}&seed=1"
 
 @pytest.fixture(scope="module")
 def torch_bundles(tmp_path_factory):
+    pytest.importorskip("torch", reason="PyTorch makes the reference (not in the old-library venv)")
     root = tmp_path_factory.mktemp("torch")
     fused, net = torch_bundle(root / "fused", 48, 64, fused=True)
     unfused, _ = torch_bundle(root / "unfused", 48, 64, fused=False)

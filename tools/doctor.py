@@ -18,7 +18,6 @@ from __future__ import annotations
 import glob
 import importlib.util
 import os
-import re
 import tempfile
 import time
 import traceback
@@ -29,6 +28,7 @@ from typing import Any, Callable
 import numpy as np
 
 from segrt.runtime.trt_api import jetson_model, l4t_release, tensorrt_install_hint
+from segrt.tools.doctor_opencv import gstreamer_support, opencv_report  # noqa: F401 - gstreamer_support re-exported
 
 PASS, FAIL, SKIP = "pass", "fail", "skip"
 SIZE = (32, 48)  # the tiny model's H, W: the self-test stays well under a second per check on a CPU
@@ -44,14 +44,6 @@ class Check:
 
 
 # -- facts ---------------------------------------------------------------------------
-def gstreamer_support(build_info: str) -> bool | None:
-    """``GStreamer: YES`` in ``cv2.getBuildInformation()`` (pip's opencv-python says NO)."""
-    m = re.search(r"^\s*GStreamer:\s*(\S+)", build_info, flags=re.M)
-    if not m:
-        return None
-    return m.group(1).upper().startswith("YES")
-
-
 def cameras(pattern: str = "/dev/video*") -> list[str]:
     return sorted(glob.glob(pattern))
 
@@ -103,11 +95,7 @@ def machine_report() -> dict[str, Any]:
         rep["onnxruntime"] = {"version": ort.__version__, "providers": list(ort.get_available_providers())}
     except ImportError:
         rep["onnxruntime"] = {"version": None, "providers": []}
-    try:
-        import cv2
-        rep["opencv"] = {"version": cv2.__version__, "gstreamer": gstreamer_support(cv2.getBuildInformation())}
-    except ImportError:
-        rep["opencv"] = {"version": None, "gstreamer": None}
+    rep["opencv"] = opencv_report()
     rep["cameras"] = cameras()
     return rep
 
@@ -159,6 +147,11 @@ def _int8_onnx(bundle, frames: list[np.ndarray]) -> tuple[str, str]:
     missing = [m for m in ("segrt.calibration.collect", "segrt.calibration.qdq") if importlib.util.find_spec(m) is None]
     if missing:
         return SKIP, f"{', '.join(missing)} not in this build"
+    from segrt.calibration.qdq import precomputed_ranges_unsupported
+
+    why = precomputed_ranges_unsupported()
+    if why:
+        return SKIP, why
     import onnx
 
     from segrt.calibration.collect import calibrate_ranges, tensors_to_calibrate
@@ -291,7 +284,9 @@ def format_report(rep: dict[str, Any]) -> str:
     lines.append(f"ONNX Runtime {o['version']}  providers: {', '.join(o['providers'])}")
     cv = rep["opencv"]
     gst = {True: "yes", False: "no (CSI cameras need JetPack's OpenCV)", None: "unknown"}[cv["gstreamer"]]
-    lines.append(f"OpenCV     {cv['version']}  GStreamer: {gst}")
+    lines.append(f"OpenCV     {cv['version'] or cv.get('error')}  GStreamer: {gst}  ({cv.get('path') or '-'})")
+    match = {True: "matches", False: "MISMATCH", None: "unknown"}[cv.get("numpy_match")]
+    lines.append(f"numpy      {cv.get('numpy_installed')}  cv2's numpy: {match} ({cv.get('numpy_note')})")
     lines.append("cameras    " + (", ".join(rep["cameras"]) or "none"))
     return "\n".join(lines)
 
