@@ -20,6 +20,8 @@ from segrt.errors import SegrtError
 from segrt.runtime.native_logs import configure_native_logs
 from segrt.runtime.redact import RedactingFilter, redact
 
+OPENCV_HINT = ("desktop: pip install 'segrt[opencv]'; Jetson: JetPack's python3-opencv, seen from a "
+               "--system-site-packages venv")
 VERBS = ("models", "export", "quantize", "build", "run", "bench", "demo", "doctor")
 
 
@@ -77,6 +79,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             _print_traceback(err)
         print(f"segrt {args.verb}: error: {err}", file=sys.stderr)
         return err.exit_code
+    except ModuleNotFoundError as exc:
+        if exc.name != "cv2" or args.verbose:
+            raise
+        print(f"segrt {args.verb}: error: OpenCV (cv2) is not installed ({OPENCV_HINT})", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"segrt {args.verb}: interrupted", file=sys.stderr)
         return 130
