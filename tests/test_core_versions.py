@@ -27,3 +27,32 @@ def test_precomputed_range_quantization_names_the_version_needed(monkeypatch):
     assert "\n" not in str(e.value) and "onnxruntime>=1.30" in str(e.value)
     monkeypatch.setattr(onnxruntime, "__version__", "1.30.0")
     assert qdq.precomputed_ranges_unsupported() is None
+
+
+BLOCK_CV2 = """
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name == "cv2":
+            raise ModuleNotFoundError("No module named 'cv2'", name="cv2")
+        return None
+sys.meta_path.insert(0, Block())
+from segrt.tools.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_without_opencv_the_cli_says_how_to_get_it_in_one_line(tmp_path):
+    """OpenCV is an extra (a Jetson's system cv2 must not be shadowed): its absence is one line, not a traceback."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    proc = subprocess.run([sys.executable, "-c", BLOCK_CV2, "run", str(tmp_path), "--source", "synthetic://"],
+                          capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "segrt run: error: OpenCV (cv2) is not installed (desktop: pip install 'segrt[opencv]'; Jetson: "
+        "JetPack's python3-opencv, seen from a --system-site-packages venv)"]
