@@ -20,6 +20,7 @@ import sys
 FFMPEG_QUIET = "-8"  # AV_LOG_QUIET
 OPENCV_QUIET = "SILENT"
 _SET_BY_US: dict[str, str] = {}
+_CV_LOG_SILENT, _CV_LOG_WARNING = 0, 3  # cv::utils::logging::LogLevel
 
 
 def configure_native_logs(verbose: bool) -> None:
@@ -33,5 +34,8 @@ def configure_native_logs(verbose: bool) -> None:
             os.environ[name] = _SET_BY_US[name] = wanted[name]
     cv2 = sys.modules.get("cv2")
     if cv2 is not None:  # already imported: its log level is set directly (FFmpeg's waits for the next open)
-        level = cv2.utils.logging.LOG_LEVEL_WARNING if verbose else cv2.utils.logging.LOG_LEVEL_SILENT
-        cv2.utils.logging.setLogLevel(level)
+        logging_api = getattr(getattr(cv2, "utils", None), "logging", None)
+        if logging_api is not None:
+            logging_api.setLogLevel(logging_api.LOG_LEVEL_WARNING if verbose else logging_api.LOG_LEVEL_SILENT)
+        else:  # OpenCV 4.x wheels (4.10 = the old-library CI venv) have only cv2.setLogLevel
+            cv2.setLogLevel(_CV_LOG_WARNING if verbose else _CV_LOG_SILENT)
