@@ -19,6 +19,7 @@ import onnx
 from segrt.calibration.gate import ConfusionMatrix
 from segrt.calibration.sampling import Coverage, FrameSampler
 from segrt.errors import BackendError, CalibrationError, first_line
+from segrt.runtime.redact import redact
 from segrt.runtime.backends.onnxruntime import ORT_DISABLED_OPTIMIZERS
 from segrt.runtime.manifest import Manifest
 from segrt.runtime.postprocess import mask_from_outputs
@@ -85,7 +86,7 @@ def collect_eval_set(manifest: Manifest, uri: str, frames: int, *, index_range: 
     named = sampler.label_classes
     if named is not None and tuple(named) != tuple(manifest.classes) and any(lab is not None for lab in labels):
         # e.g. a Pascal VOC model on synthetic:// scenes: the label ids mean other classes.
-        log.info("not scoring against %s labels: its classes (%s) are not the model's", uri, ", ".join(named))
+        log.info("not scoring against %s labels: its classes (%s) are not the model's", redact(uri), ", ".join(named))
         labels = [None] * len(labels)
     return EvalSet(inputs, labels, sampler.coverage, manifest.input.name)
 

@@ -21,6 +21,7 @@ from typing import Callable, Sequence
 from segrt.errors import BundleError, ManifestError
 from segrt.runtime.bundle import Bundle
 from segrt.runtime.fsutil import ensure_writable_dir, sha256_file, write_json_atomic
+from segrt.runtime.redact import redact
 
 log = logging.getLogger("segrt.demo")
 
@@ -165,7 +166,7 @@ def run_demo(out_dir: str | Path = "segrt-demo", *, model: str = DEFAULT_MODEL, 
                            max_frames=frames, threads=threads, overwrite=True).run()  # the demo's own output
         state["summary"] = summary
         e2e = summary.stages.get("e2e")
-        detail = (f"{summary.frames} frames of {stream_source} at {summary.fps:.1f} FPS"
+        detail = (f"{summary.frames} frames of {redact(stream_source)} at {summary.fps:.1f} FPS"
                   + (f", end-to-end p50 {e2e.p50:.0f} ms" if e2e else ""))
         return StepResult("stream", "done", 0, detail, {"overlay video": str(video)})
 

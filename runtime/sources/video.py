@@ -31,7 +31,7 @@ class VideoFileSource(Source):
         cap = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG)
         if not cap.isOpened():
             cap.release()
-            raise SourceError(f"cannot decode video {self.path}",
+            raise SourceError(f"cannot decode video {self.uri}",
                               hint="the file is not a video OpenCV's FFmpeg can read, or it is truncated "
                                    "(an mp4 cut short loses its index): re-record or remux it")
         self._cap = cap
@@ -65,7 +65,7 @@ class VideoFileSource(Source):
                 return frame
             if ok and img is not None:  # decoded, but not at the stream's size: damaged, skipped
                 self.wrong_size_frames += 1
-                log.warning("%s: frame %d decoded at %dx%d instead of %dx%d; skipped", self.path, self._pos,
+                log.warning("%s: frame %d decoded at %dx%d instead of %dx%d; skipped", self.uri, self._pos,
                             img.shape[1], img.shape[0], *self._size)
             elif n is None:  # unknown length: a failed read is the end
                 return None
@@ -78,11 +78,11 @@ class VideoFileSource(Source):
                 missing = max(0, n - self._pos)
                 self.corrupt_frames += missing
                 log.warning("%s: %d frames unreadable from frame %d on (truncated file?); stopping",
-                            self.path, bad + missing, self._pos - bad)
+                            self.uri, bad + missing, self._pos - bad)
                 self._pos = n
                 return None
             if bad == 1:
-                log.warning("%s: frame %d is corrupt; skipped", self.path, self._pos - 1)
+                log.warning("%s: frame %d is corrupt; skipped", self.uri, self._pos - 1)
 
     def _note_timestamp(self, skipped: int) -> None:
         """Count frame intervals missing between this frame and the previous one (``skipped`` already counted)."""
