@@ -115,3 +115,51 @@ def test_every_cuda_python_name_the_steps_use_exists():
         used |= set(re.findall(r"\brt\.(\w+)", src)) | set(re.findall(r"\bdrv\.(\w+)", src))
     missing = sorted(n for n in used if not (hasattr(runtime, n) or hasattr(driver, n)))
     assert missing == [], missing
+
+
+def _calls(module_file: str) -> list:
+    import ast
+
+    tree = ast.parse((Path(__file__).resolve().parents[1] / "tools" / "acceptance" / module_file).read_text())
+    return [n for n in ast.walk(tree) if isinstance(n, ast.Call)]
+
+
+def test_the_tensorrt_steps_call_the_library_with_arguments_it_takes():
+    """The GPU steps cannot run here; at least every project call in them binds to the real signature."""
+    import inspect
+
+    from segrt.calibration.trt_legacy import usable_cache
+    from segrt.runtime.backends.select import backend_for_bundle
+    from segrt.runtime.pipeline import Pipeline
+    from segrt.tools.bench import bench_bundles
+    from segrt.tools.doctor import mask_agreement
+
+    targets = {"bench_bundles": bench_bundles, "Pipeline": Pipeline, "backend_for_bundle": backend_for_bundle,
+               "usable_cache": usable_cache, "mask_agreement": mask_agreement}
+    if importlib.util.find_spec("segrt.export.engine_from_onnx") is not None:
+        from segrt.export.engine_from_onnx import build_bundle_engine
+        from segrt.runtime.backends.tensorrt import TensorRTBackend
+        targets.update(build_bundle_engine=build_bundle_engine, TensorRTBackend=TensorRTBackend)
+    seen = set()
+    for call in _calls("steps_trt.py"):
+        name = getattr(call.func, "id", None) or getattr(call.func, "attr", None)
+        if name in targets:
+            seen.add(name)
+            inspect.signature(targets[name]).bind(*[None] * len(call.args), **{k.arg: None for k in call.keywords})
+    assert {"bench_bundles", "Pipeline", "backend_for_bundle", "mask_agreement"} <= seen
+
+
+def test_the_cuda_steps_use_only_names_the_project_wrappers_have():
+    import ast
+
+    from segrt.runtime import cuda_cudart, cuda_pycuda
+    from segrt.tools.acceptance import cuda_checks
+
+    wrappers = {"cuda_cudart": cuda_cudart, "cp": cuda_pycuda, "cc": cuda_checks}
+    used = set()
+    for mod in ("steps_cuda.py", "cuda_checks.py"):
+        tree = ast.parse((Path(__file__).resolve().parents[1] / "tools" / "acceptance" / mod).read_text())
+        used |= {(n.value.id, n.attr) for n in ast.walk(tree)
+                 if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id in wrappers}
+    assert {w for w, _ in used} == set(wrappers)
+    assert [f"{w}.{a}" for w, a in sorted(used) if not hasattr(wrappers[w], a)] == []

@@ -83,9 +83,17 @@ def three_threads(ctx) -> tuple[str, str, dict]:
 
     from segrt.tools.tiny_model import reference_mask
 
-    step("open", lambda: backend.open() or "ok")
+    def open_() -> str:
+        backend.open()  # returns the backend itself
+        return "ok"
+
+    def close_() -> str:
+        backend.close()
+        return "ok"
+
+    step("open", open_)
     step("infer", lambda: all(np.array_equal(np.asarray(backend.infer(f)["mask"]), reference_mask(f)) for f in frames))
-    step("close", lambda: backend.close() or "ok")
+    step("close", close_)
     ok = out.get("open") == "ok" and out.get("infer") is True and out.get("close") == "ok"
     return (PASS if ok else FAIL), f"open / infer / close on three threads: {out}", out
 
