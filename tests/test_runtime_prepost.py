@@ -292,3 +292,42 @@ def test_overlay_tiles_without_a_background_class_blend_every_pixel():
     expected = cv2.addWeighted(f, 0.6, colours, 0.4, 0)
     assert np.abs(out.astype(np.int16) - expected).max() <= 1
     assert r._tiles is not None
+
+
+VOC = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+       "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor")
+
+
+def _voc_mask(h=256, w=256) -> np.ndarray:
+    """All 21 VOC classes present: sheep (id 17) on 7.8% of the pixels, aeroplane (id 1) on the
+    fewest (4 rows; the legend samples every 4th row), the others 8 rows each, background the rest."""
+    mask = np.zeros((h, w), np.uint8)
+    mask[:20] = VOC.index("sheep")
+    mask[20:24] = VOC.index("aeroplane")
+    y = 24
+    for c in range(2, 21):
+        if VOC[c] != "sheep":
+            mask[y:y + 8] = c
+            y += 8
+    return mask
+
+
+@pytest.mark.parametrize("frame_h, rows", [(1080, 16), (160, None)])
+def test_legend_ranks_present_classes_by_share_then_says_how_many_more(frame_h, rows):
+    m = Manifest(name="voc", classes=VOC, palette=default_palette(len(VOC)), input=InputSpec(name="frame",
+                 height=256, width=256), preprocess=PreprocessSpec(),
+                 output=OutputSpec(kind="mask", names=("mask",), num_classes=len(VOC)))
+    mask = _voc_mask()
+    frame_w = frame_h * 16 // 9
+    r = Renderer(m, legend=True, shares=True)
+    r.render(np.zeros((frame_h, frame_w, 3), np.uint8), mask, letterbox_for((frame_w, frame_h), (256, 256), "stretch"))
+    lines = r.legend_lines
+    names = [ln.split()[0] for ln in lines[:-1]]
+    assert names[0] == "background" and names[1] == "sheep"  # ranked by share
+    assert lines[1] == "sheep 7.8%"
+    assert "aeroplane" not in names  # the smallest share is among those left out
+    assert lines[-1] == f"+{21 - len(names)} more"
+    if rows is not None:
+        assert len(lines) == rows
+    else:  # a short frame fits fewer rows; the count still adds up to the 21 classes present
+        assert len(lines) < 16
