@@ -78,6 +78,10 @@ class AccuracyGateError(SegrtError):
     """A lower-precision model failed its accuracy gate against FP32."""
 
 
+class BenchError(SegrtError):
+    """A benchmark produced no result (every requested cell failed or was skipped)."""
+
+
 class EngineError(SegrtError):
     """A TensorRT engine could not be built, loaded, or is incompatible."""
 

@@ -38,9 +38,13 @@ def test_rows_carry_the_manifest_accuracy(quantized, tmp_path):
 
     text = format_table(res)
     int8_line = next(l for l in text.splitlines() if l.startswith("tiny") and " int8 " in l and l.endswith("ok"))
-    assert f"{quantized.manifest.artifacts['int8'].accuracy['agreement']:.3f}" in int8_line
+    agreement = quantized.manifest.artifacts['int8'].accuracy['agreement']
+    # one unit everywhere: percent, as segrt quantize prints it, with the unit in the header
+    assert f" {100 * agreement:.3f} " in int8_line if agreement >= 0.99 else f" {100 * agreement:.2f} " in int8_line
+    assert "agree %" in text and "mIoU %" in text
+    fp32_line = next(l for l in text.splitlines() if l.startswith("tiny") and " fp32 " in l)
+    assert " 100.000 " in fp32_line
 
     with open(write_csv(res, tmp_path / "b.csv")) as f:
         by_prec = {r["precision"]: r for r in csv.DictReader(f)}
-    assert float(by_prec["int8"]["accuracy_agreement"]) == pytest.approx(
-        quantized.manifest.artifacts["int8"].accuracy["agreement"])
+    assert float(by_prec["int8"]["accuracy_agreement_pct"]) == pytest.approx(100 * agreement, abs=1e-3)

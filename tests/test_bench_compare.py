@@ -1,6 +1,7 @@
 """The regression rule: a p50 slower than the baseline by more than max(3 x combined spread, 5 %)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -9,8 +10,8 @@ import pytest
 from segrt.errors import ConfigError
 from segrt.runtime.stats import LatencyStats
 from segrt.tools.bench import BenchResult, BenchRow, E2EResult, StageResult
-from segrt.tools.bench import (MIN_TOLERANCE, compare, environment_differences, format_comparison, load_json,
-                                tolerance, verdict, write_json)
+from segrt.tools.bench import (MAX_TOLERANCE, MIN_TOLERANCE, compare, environment_differences, format_comparison,
+                               load_json, tolerance, verdict, write_json)
 
 
 def _stage(p50: float, spread: float) -> StageResult:
@@ -45,6 +46,34 @@ def test_tolerance_is_three_combined_spreads_with_a_five_percent_floor():
     assert tolerance(0.01, 0.01) == 0.05  # 3 * 0.0141 = 4.2 % -> floor
     assert tolerance(0.03, 0.04) == pytest.approx(3 * 0.05)
     assert tolerance(0.1, 0.0) == pytest.approx(0.3)
+
+
+def test_a_spread_too_wide_to_ever_fire_is_capped_and_said():
+    # spread 0.265 each: 3 x 0.375 = ±112 %, so only a 2.1x slowdown would have counted
+    assert tolerance(0.265, 0.265) == pytest.approx(1.124, abs=1e-3)
+    base = _result(_row("a", 10.0, 0.265), _row("b", 10.0, 0.265))
+    cur = _result(_row("a", 13.0, 0.265), _row("b", 11.0, 0.265))
+    comps = compare(cur, base.to_dict())
+    got = _infer(comps)
+    assert got[("a", "fp32")].tolerance == MAX_TOLERANCE == 0.25 and got[("a", "fp32")].capped
+    assert got[("a", "fp32")].noise_tolerance == pytest.approx(1.124, abs=1e-3)
+    assert got[("a", "fp32")].verdict == "regression"  # +30 % fires under the cap
+    assert got[("b", "fp32")].verdict == "within noise"
+    text = format_comparison(comps)
+    assert "capped at 25%" in text and "±25.0%*" in text and "REGRESSION (noisy)" in text
+    assert "would allow up to ±112%" in text and "too noisy" in text
+    quiet = format_comparison(compare(_result(_row("a", 10.2)), _result(_row("a", 10.0)).to_dict()))
+    assert "(noisy)" not in quiet and "* capped" not in quiet
+
+
+def test_two_bundles_of_one_model_are_compared_row_by_row():
+    def row(label, p50):
+        return dataclasses.replace(_row("m", p50), label=label)
+
+    base = _result(row("a/m", 10.0), row("b/m", 20.0))
+    cur = _result(row("a/m", 10.0), row("b/m", 30.0))
+    got = _infer(compare(cur, base.to_dict()))
+    assert got[("a/m", "fp32")].verdict == "within noise" and got[("b/m", "fp32")].verdict == "regression"
 
 
 def test_verdict_boundaries_are_symmetric_in_ratio():

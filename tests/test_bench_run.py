@@ -185,3 +185,57 @@ def test_static_batch_feeds_every_slot_and_counts_every_image(tmp_path):
     (row,) = bench_bundles([b.path], e2e=False, **QUICK).rows
     assert row.ok and row.input_shape == (2, 32, 48, 3)
     assert row.throughput_fps == pytest.approx(2 * 1e3 / row.stages["infer"].stats.mean)
+
+
+def test_bundle_labels_are_unique_and_path_derived(tmp_path):
+    from segrt.tools.bench import bundle_labels
+
+    paths = [tmp_path / "x" / "a" / "demo", tmp_path / "y" / "a" / "demo", tmp_path / "z" / "other",
+             tmp_path / "z" / "other"]
+    assert bundle_labels(paths) == ["x/a/demo", "y/a/demo", "other", "other #2"]
+
+
+def test_two_bundles_of_one_model_stay_two_rows_and_two_bars(tmp_path):
+    a, b = static_bundle(tmp_path / "a" / "tiny"), static_bundle(tmp_path / "b" / "tiny")
+    assert a.manifest.name == b.manifest.name == "tiny"
+    res = bench_bundles([a.path, b.path], e2e=False, **QUICK)
+    assert [r.name for r in res.rows] == ["a/tiny", "b/tiny"] and len({r.key for r in res.rows}) == 2
+    text = format_table(res)
+    assert any(l.startswith("a/tiny ") for l in text.splitlines())
+    assert any(l.startswith("b/tiny ") for l in text.splitlines())
+    again = BenchResult.from_dict(json.loads(json.dumps(res.to_dict())))
+    assert [r.name for r in again.rows] == ["a/tiny", "b/tiny"]
+    comps = [c for c in compare(res, res.to_dict()) if c.metric == "infer"]
+    assert sorted(c.model for c in comps) == ["a/tiny", "b/tiny"]
+
+
+def test_every_cell_failing_exits_2_and_writes_no_result(tmp_path, capsys):
+    from segrt.tools.cli import main
+
+    bundle = static_bundle(tmp_path / "tiny")
+    manifest = json.loads((bundle.path / "segrt.json").read_text())
+    manifest["input"]["height"] = 40  # the ONNX is 32 rows high: every backend call fails
+    (bundle.path / "segrt.json").write_text(json.dumps(manifest))
+    out = tmp_path / "out"
+    rc = main(["bench", str(bundle.path), "--iters", "3", "--warmup", "1", "--no-e2e", "--no-progress",
+               "--out", str(out)])
+    cap = capsys.readouterr()
+    assert rc == 2
+    assert "no cell was measured (1 failed, 0 skipped)" in cap.err and "failed.txt" in cap.err
+    assert "1 of 1 cells FAILED" in cap.out and "failed: failed" not in cap.out
+    assert sorted(p.name for p in out.iterdir()) == ["bench-failed.txt"]
+    text = (out / "bench-failed.txt").read_text()
+    assert text.startswith("NO CELL WAS MEASURED") and "ONNX Runtime failed" in text
+
+
+def test_chart_draws_the_baseline(result, tmp_path):
+    pytest.importorskip("matplotlib")
+    import cv2
+
+    plain = write_all(result, tmp_path / "plain")["png"]
+    with_base = write_all(result, tmp_path / "base", baseline=result.to_dict())["png"]
+    a, b = cv2.imread(str(plain)), cv2.imread(str(with_base))
+    assert a.shape == b.shape and not np.array_equal(a, b)
+    top = slice(0, a.shape[0] // 3)  # the inference bars
+    black = [int((img[top] < 40).all(axis=2).sum()) for img in (a, b)]
+    assert black[1] > black[0] + 20  # the baseline's black line across the bar

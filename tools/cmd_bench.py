@@ -11,7 +11,8 @@ def add_parser(subparsers) -> None:
                     "time pre/postprocessing of a 1080p frame, run the real pipeline for end-to-end FPS, "
                     "and write a table, JSON (with the environment), CSV and a PNG chart. Combinations this "
                     "machine cannot run are listed as skipped with the reason. Exit status 1 when "
-                    "--compare finds a regression beyond the measured noise.",
+                    "--compare finds a regression beyond the measured noise (tolerance capped at 25%%); 2 when no "
+                    "cell could be measured (then only BENCH-failed.txt is written).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("bundles", nargs="+", metavar="BUNDLE", help="bundle directories (segrt export -o DIR)")
     p.add_argument("--precision", default="fp32", help="comma-separated: fp32,fp16,int8")
@@ -48,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         threads=args.threads, size=parse_size(args.size) if args.size else None, e2e=args.e2e,
         e2e_frames=args.e2e_frames, max_time_s=args.max_time, cv_target=args.cv_target, progress=args.progress)
     print(format_table(result))
-    paths = write_all(result, args.out)
+    paths = write_all(result, args.out, baseline=baseline)  # nothing measured: BenchError, exit 2
     print("\nwrote " + ", ".join(str(p) for p in paths.values()))
     if chart_unavailable_reason():
         print(chart_unavailable_reason())

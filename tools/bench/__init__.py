@@ -35,12 +35,12 @@ from __future__ import annotations
 
 from segrt.tools.bench.cell import MIN_E2E_FRAMES, PostStage, backend_for_bench, bench_cell, run_e2e
 from segrt.tools.bench.chart import chart_unavailable_reason, write_chart
-from segrt.tools.bench.compare import (MIN_TOLERANCE, NOISE_SIGMAS, Comparison, compare, environment_differences,
-                                       format_comparison, tolerance, verdict)
+from segrt.tools.bench.compare import (MAX_TOLERANCE, MIN_TOLERANCE, NOISE_SIGMAS, Comparison, compare,
+                                       environment_differences, format_comparison, tolerance, verdict)
 from segrt.tools.bench.files import STAT_FIELDS, csv_columns, load_json, write_all, write_csv, write_json
 from segrt.tools.bench.inputs import (SCENE_FRAMES, SCENE_URI, accuracy_of, manifest_at_size, parse_size,
                                       replay_source, synthetic_frames)
-from segrt.tools.bench.matrix import BENCH_BACKENDS, bench_bundles
+from segrt.tools.bench.matrix import BENCH_BACKENDS, bench_bundles, bundle_labels
 from segrt.tools.bench.results import (ALL_STAGES, FRAME_SIZE, JSON_SCHEMA, STAGES, BenchResult, BenchRow,
                                        BenchSettings, E2EResult)
 from segrt.tools.bench.stats import IQR_TO_SIGMA, MIN_SAMPLES, StageResult, robust_cv, stop_reason
@@ -50,10 +50,11 @@ from segrt.tools.bench.timing import Progress, time_loop
 __all__ = [
     "ALL_STAGES", "BENCH_BACKENDS", "FRAME_SIZE", "IQR_TO_SIGMA", "JSON_SCHEMA", "MIN_E2E_FRAMES", "MIN_SAMPLES",
     "SCENE_FRAMES", "SCENE_URI", "STAGES", "BenchResult", "BenchRow", "BenchSettings", "E2EResult", "PostStage",
-    "Progress", "StageResult", "accuracy_of", "backend_for_bench", "bench_bundles", "bench_cell", "manifest_at_size",
-    "parse_size", "replay_source", "robust_cv", "run_e2e", "stop_reason", "synthetic_frames", "time_loop",
+    "Progress", "StageResult", "accuracy_of", "backend_for_bench", "bench_bundles", "bench_cell", "bundle_labels",
+    "manifest_at_size", "parse_size", "replay_source", "robust_cv", "run_e2e", "stop_reason", "synthetic_frames",
+    "time_loop",
     # reports
-    "MIN_TOLERANCE", "NOISE_SIGMAS", "STAT_FIELDS", "Comparison", "chart_unavailable_reason", "compare",
-    "csv_columns", "environment_differences", "format_comparison", "format_table", "load_json", "tolerance",
+    "MAX_TOLERANCE", "MIN_TOLERANCE", "NOISE_SIGMAS", "STAT_FIELDS", "Comparison", "chart_unavailable_reason",
+    "compare", "csv_columns", "environment_differences", "format_comparison", "format_table", "load_json", "tolerance",
     "verdict", "write_all", "write_chart", "write_csv", "write_json",
 ]

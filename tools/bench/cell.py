@@ -154,7 +154,7 @@ def bench_cell(bundle: Bundle, precision: str, backend_name: str, settings: Benc
                                      label=f"{label}: post", progress=progress)
         stages["post"] = StageResult.from_samples(post_ms, stop)
     except SegrtError as exc:
-        return _skip(bundle, precision, backend_name, f"failed: {exc}", note=note, status="failed")
+        return _skip(bundle, precision, backend_name, str(exc), note=note, status="failed")
 
     infer = stages["infer"].stats
     throughput = manifest.input.batch * 1e3 / infer.mean if infer.mean > 0 else None

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any, Mapping
 
 from segrt.runtime.fsutil import atomic_path
 from segrt.tools.bench.results import STAGES, BenchResult
@@ -19,16 +20,29 @@ def chart_unavailable_reason() -> str | None:
     return None
 
 
-def write_chart(result: BenchResult, path: str | os.PathLike[str]) -> Path:
-    """PNG: inference p50 by model × precision/backend (whisker to p90; log scale when the
-    models span more than 30×), and per-stage stacked bars of one camera frame
-    (pre, H2D, compute, D2H, post as shares of the frame, total ms and e2e FPS beside)."""
+def baseline_p50s(baseline: Mapping[str, Any] | None) -> dict[tuple[str, str, str], float]:
+    """Inference p50 per (bundle label, precision, backend) of a loaded baseline bench JSON."""
+    out = {}
+    for row in (baseline or {}).get("rows", ()):
+        st = (row.get("stages") or {}).get("infer")
+        if row.get("status") == "ok" and st and st.get("p50") is not None:
+            out[(row.get("label") or row["model"], row["precision"], row["backend"])] = float(st["p50"])
+    return out
+
+
+def write_chart(result: BenchResult, path: str | os.PathLike[str], baseline: Mapping[str, Any] | None = None) -> Path:
+    """PNG: inference p50 by bundle × precision/backend (whisker to p90; log scale when the
+    bundles span more than 30×; with ``baseline``, a black line across each bar at the
+    baseline's p50), and per-stage stacked bars of one camera frame (pre, H2D, compute, D2H,
+    post as shares of the frame, total ms and e2e FPS beside)."""
     import matplotlib
     matplotlib.use("Agg")  # no display on a Jetson over SSH or in CI
     import matplotlib.pyplot as plt
 
     ok = [r for r in result.rows if r.ok]
-    models = list(dict.fromkeys(r.model for r in ok))
+    models = list(dict.fromkeys(r.name for r in ok))
+    base = baseline_p50s(baseline)
+    base_drawn = False
     series = list(dict.fromkeys((r.precision, r.backend) for r in ok))
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(max(8.0, 1.6 * len(models) + 4), 4.0 + 0.45 * max(len(ok), 4)),
                                    gridspec_kw={"height_ratios": [1, max(1.0, 0.18 * len(ok))]})
@@ -51,6 +65,14 @@ def write_chart(result: BenchResult, path: str | os.PathLike[str]) -> Path:
             p50s += ys
             tops += [y + h for y, h in zip(ys, hi)]
             ax1.bar(xs, ys, width * 0.92, label=f"{prec} / {be}", yerr=[[0] * len(hi), hi], capsize=2)
+            for x, m in zip(xs, [m for m in models if (m, prec, be) in lookup]):
+                b = base.get((m, prec, be))
+                if b is not None:
+                    ax1.hlines(b, x - width * 0.5, x + width * 0.5, colors="black", linewidths=2,
+                               label=None if base_drawn else "baseline p50")
+                    base_drawn = True
+                    p50s.append(b)
+                    tops.append(b)
             for x, y, h in zip(xs, ys, hi):
                 ax1.annotate(ms_text(y), (x, y + h), ha="center", va="bottom", fontsize=7, xytext=(0, 2),
                              textcoords="offset points")
@@ -62,10 +84,10 @@ def write_chart(result: BenchResult, path: str | os.PathLike[str]) -> Path:
         ax1.set_xticks(range(len(models)))
         ax1.set_xticklabels(models, fontsize=8)
         ax1.set_ylabel("inference p50 (ms), whisker to p90")
-        ax1.legend(fontsize=7, ncols=min(len(series), 4))
+        ax1.legend(fontsize=7, ncols=min(len(series) + int(base_drawn), 4))
 
         # per-stage shares of one frame, 100 % stacked; the total ms is written beside each bar
-        labels = [f"{r.model} {r.precision} {r.backend}" for r in ok]
+        labels = [f"{r.name} {r.precision} {r.backend}" for r in ok]
         left = [0.0] * len(ok)
         totals = [sum(stage_stats(r, s).p50 for s in STAGES if stage_stats(r, s) is not None) for r in ok]
         for s in STAGES:

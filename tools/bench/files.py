@@ -6,9 +6,9 @@ import io
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
-from segrt.errors import ConfigError
+from segrt.errors import BenchError, ConfigError
 from segrt.runtime.fsutil import write_bytes_atomic, write_json_atomic
 from segrt.tools.bench.chart import chart_unavailable_reason, write_chart
 from segrt.tools.bench.results import ALL_STAGES, JSON_SCHEMA, BenchResult, BenchRow
@@ -42,16 +42,21 @@ def load_json(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def csv_columns() -> list[str]:
-    cols = ["model", "bundle", "precision", "backend", "status", "reason", "note", "input_shape", "output_kind"]
+    cols = ["label", "model", "bundle", "precision", "backend", "status", "reason", "note", "input_shape", "output_kind"]
     for stage in ALL_STAGES:
         cols += [f"{stage}_{f}" for f in STAT_FIELDS]
     cols += ["throughput_fps", "e2e_fps", "e2e_spread", "e2e_frames", "e2e_p50_ms",
-             "accuracy_agreement", "accuracy_miou_vs_fp32", "accuracy_miou_vs_labels"]
+             "accuracy_agreement_pct", "accuracy_miou_vs_fp32_pct", "accuracy_miou_vs_labels_pct"]
     return cols
 
 
+def _percent(v: Any) -> float | None:
+    return round(100.0 * float(v), 4) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
 def _csv_row(r: BenchRow) -> dict[str, Any]:
-    d: dict[str, Any] = {"model": r.model, "bundle": r.bundle, "precision": r.precision, "backend": r.backend,
+    d: dict[str, Any] = {"label": r.name, "model": r.model, "bundle": r.bundle, "precision": r.precision,
+                         "backend": r.backend,
                          "status": r.status, "reason": r.reason, "note": r.note,
                          "input_shape": "x".join(map(str, r.input_shape)) if r.input_shape else "",
                          "output_kind": r.output_kind}
@@ -65,8 +70,9 @@ def _csv_row(r: BenchRow) -> dict[str, Any]:
     d.update(throughput_fps=r.throughput_fps, e2e_fps=r.e2e.fps if r.e2e else None,
              e2e_spread=r.e2e.spread if r.e2e else None,
              e2e_frames=r.e2e.frames if r.e2e else None, e2e_p50_ms=e2e_stage.p50 if e2e_stage else None,
-             accuracy_agreement=acc.get("agreement"), accuracy_miou_vs_fp32=acc.get("miou_vs_fp32"),
-             accuracy_miou_vs_labels=acc.get("miou_vs_labels"))
+             accuracy_agreement_pct=_percent(acc.get("agreement")),
+             accuracy_miou_vs_fp32_pct=_percent(acc.get("miou_vs_fp32")),
+             accuracy_miou_vs_labels_pct=_percent(acc.get("miou_vs_labels")))
     return d
 
 
@@ -81,15 +87,29 @@ def write_csv(result: BenchResult, path: str | os.PathLike[str]) -> Path:
     return Path(path)
 
 
-def write_all(result: BenchResult, out_dir: str | os.PathLike[str], stem: str = "bench") -> dict[str, Path]:
-    """JSON, CSV, PNG and the text table into ``out_dir``; returns kind -> path."""
+def write_all(result: BenchResult, out_dir: str | os.PathLike[str], stem: str = "bench",
+              baseline: Mapping[str, Any] | None = None) -> dict[str, Path]:
+    """JSON, CSV, PNG (with ``baseline``'s bars beside, when given) and the text table into
+    ``out_dir``; returns kind -> path.
+
+    When no cell was measured there is no result: only ``{stem}-failed.txt`` (the table with
+    every reason) is written, and :class:`BenchError` is raised.
+    """
     from segrt.runtime.fsutil import ensure_writable_dir
 
     out = ensure_writable_dir(out_dir)
+    if not result.measured:
+        failed = sum(r.status == "failed" for r in result.rows)
+        path = out / f"{stem}-failed.txt"
+        write_bytes_atomic(path, ("NO CELL WAS MEASURED: this is a list of failures, not a benchmark result\n\n"
+                                  + format_table(result) + "\n").encode())
+        raise BenchError(f"no cell was measured ({failed} failed, {len(result.rows) - failed} skipped); "
+                         f"no result files written, the reasons are in {path}",
+                         hint="fix the first reason in the table, or ask for a precision/backend this machine has")
     paths = {"json": write_json(result, out / f"{stem}.json"),
              "csv": write_csv(result, out / f"{stem}.csv")}
     if chart_unavailable_reason() is None:
-        paths["png"] = write_chart(result, out / f"{stem}.png")
+        paths["png"] = write_chart(result, out / f"{stem}.png", baseline=baseline)
     table = out / f"{stem}.txt"
     write_bytes_atomic(table, (format_table(result) + "\n").encode())
     paths["table"] = table

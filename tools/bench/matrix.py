@@ -1,8 +1,10 @@
 """The benchmark matrix: every bundle × precision × backend, opened up front, one cell at a time."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
+from pathlib import Path
 from typing import Iterable, Sequence
 
 from segrt.errors import ConfigError
@@ -25,12 +27,36 @@ def _csv_list(values: Iterable[str] | str, allowed: Sequence[str], what: str) ->
     return tuple(dict.fromkeys(items))
 
 
+def bundle_labels(paths: Sequence[str | os.PathLike[str]]) -> list[str]:
+    """A unique label per bundle from its path: the folder name, with as many parent folders as
+    it takes to tell bundles apart (``a/demo``, ``b/demo``); the same path twice gets ``#2``."""
+    parts = [Path(os.path.abspath(p)).parts for p in paths]
+    depth = [1] * len(parts)
+    while True:
+        labels = ["/".join(pp[-d:]) for pp, d in zip(parts, depth)]
+        # a label shared by two different paths needs more of the path (the same path twice does not)
+        clashes = {lab for lab in labels if len({pp for pp, other in zip(parts, labels) if other == lab}) > 1}
+        grow = [i for i, lab in enumerate(labels) if lab in clashes and depth[i] < len(parts[i])]
+        if not grow:
+            break
+        for i in grow:
+            depth[i] += 1
+    seen: dict[str, int] = {}
+    out = []
+    for lab in labels:
+        seen[lab] = seen.get(lab, 0) + 1
+        out.append(lab if seen[lab] == 1 else f"{lab} #{seen[lab]}")
+    return out
+
+
 def bench_bundles(paths: Sequence[str | os.PathLike[str]], *, precisions: Iterable[str] | str = ("fp32",),
                   backends: Iterable[str] | str = ("onnxruntime",), iters: int = 50, warmup: int = 5,
                   threads: int | None = None, size: tuple[int, int] | None = None, e2e: bool = True,
                   e2e_frames: int = 60, max_time_s: float = 10.0, cv_target: float = 0.05,
                   progress: bool = True) -> BenchResult:
     """Benchmark every bundle × precision × backend; unrunnable cells become skipped rows.
+
+    Rows are keyed by bundle (:func:`bundle_labels`), so two bundles of one model are two rows.
 
     Bundles are opened (and validated) before anything is timed, so a typo fails
     in a second, not after minutes of measuring the other models.
@@ -49,11 +75,12 @@ def bench_bundles(paths: Sequence[str | os.PathLike[str]], *, precisions: Iterab
     bar = Progress(progress)
     scene = synthetic_frames(SCENE_FRAMES if e2e else 1, *settings.frame_size)
     rows = []
-    for bundle in bundles:
+    for bundle, label in zip(bundles, bundle_labels([b.path for b in bundles])):
         for precision in precisions:
             for backend in backends:
-                bar.message(f"segrt bench: {bundle.manifest.name} {precision} {backend}")
-                row = bench_cell(bundle, precision, backend, settings, scene=scene, progress=bar)
+                bar.message(f"segrt bench: {label} ({bundle.manifest.name}) {precision} {backend}")
+                row = dataclasses.replace(bench_cell(bundle, precision, backend, settings, scene=scene, progress=bar),
+                                          label=label)
                 if not row.ok:
                     bar.message(f"  {row.status}: {row.reason}")
                 rows.append(row)

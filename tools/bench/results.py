@@ -43,7 +43,11 @@ class E2EResult:
 
 @dataclass(frozen=True)
 class BenchRow:
-    """One (model, precision, backend) cell; ``status`` is ``ok``, ``skipped`` or ``failed``."""
+    """One (bundle, precision, backend) cell; ``status`` is ``ok``, ``skipped`` or ``failed``.
+
+    ``label`` names the bundle uniquely within a run (derived from its path: two bundles of
+    one model stay two rows); ``model`` is the manifest's model name.
+    """
 
     model: str
     bundle: str
@@ -59,18 +63,24 @@ class BenchRow:
     e2e: E2EResult | None = None
     accuracy: Mapping[str, Any] | None = None
     backend_info: Mapping[str, Any] = field(default_factory=dict)
+    label: str = ""
 
     @property
     def ok(self) -> bool:
         return self.status == "ok"
 
     @property
+    def name(self) -> str:
+        """The row's bundle label (the model name for rows written before labels existed)."""
+        return self.label or self.model
+
+    @property
     def key(self) -> tuple[str, str, str]:
-        return (self.model, self.precision, self.backend)
+        return (self.name, self.precision, self.backend)
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "model": self.model, "bundle": self.bundle, "precision": self.precision,
+            "model": self.model, "label": self.name, "bundle": self.bundle, "precision": self.precision,
             "backend": self.backend, "status": self.status, "reason": self.reason, "note": self.note,
             "input_shape": list(self.input_shape) if self.input_shape else None,
             "output_kind": self.output_kind,
@@ -92,7 +102,7 @@ class BenchRow:
             stages={k: StageResult.from_dict(v) for k, v in (d.get("stages") or {}).items()},
             throughput_fps=d.get("throughput_fps"),
             e2e=E2EResult.from_dict(d["e2e"]) if d.get("e2e") else None,
-            accuracy=d.get("accuracy"), backend_info=d.get("backend_info") or {},
+            accuracy=d.get("accuracy"), backend_info=d.get("backend_info") or {}, label=str(d.get("label", "")),
         )
 
 
@@ -144,6 +154,11 @@ class BenchResult:
     environment: Mapping[str, Any]
     settings: Mapping[str, Any]
     wall_s: float = 0.0
+
+    @property
+    def measured(self) -> tuple[BenchRow, ...]:
+        """The cells that were measured (status ok)."""
+        return tuple(r for r in self.rows if r.ok)
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema": JSON_SCHEMA, "wall_s": self.wall_s, "settings": _jsonable(self.settings),

@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
+from segrt.calibration.evidence import DOMINANT_SHARE
 from segrt.tools.bench.results import STAGES, BenchResult, BenchRow
 
 
@@ -24,8 +25,18 @@ def _pct(v: float | None) -> str:
     return "-" if v is None else f"{100 * v:.1f}%"
 
 
-def _frac(v: Any) -> str:
-    return f"{float(v):.3f}" if isinstance(v, (int, float)) and not isinstance(v, bool) else "-"
+def percent_text(v: Any) -> str:
+    """A fraction as a bare percentage (the unit is in the column header), as ``segrt quantize``
+    prints it: 3 decimals from 99 % up (where gates sit), else 2."""
+    if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+        return "-"
+    return f"{100 * v:.3f}" if v >= 0.99 else f"{100 * v:.2f}"
+
+
+def agreement_meaningless(acc: Any) -> bool:
+    """True when the accuracy report says FP32 predicts one class almost everywhere."""
+    ev = acc.get("evidence") if isinstance(acc, dict) else None
+    return isinstance(ev, dict) and ev.get("agreement_meaningful") is False
 
 
 def render_columns(headers: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]) -> list[str]:
@@ -55,10 +66,13 @@ def _count(st) -> str:
 def format_table(result: BenchResult) -> str:
     """The terminal report: latency and accuracy per cell, then the per-stage breakdown."""
     lat_rows, stage_rows, notes = [], [], []
+    meaningless = False
     for r in result.rows:
-        acc = r.accuracy or {}
-        head = [r.model, r.precision, r.backend]
-        accuracy = [_frac(acc.get("agreement")), _frac(acc.get("miou_vs_labels"))]
+        acc = dict(r.accuracy or {})
+        head = [r.name, r.precision, r.backend]
+        star = "*" if agreement_meaningless(acc) else ""
+        meaningless |= bool(star)
+        accuracy = [percent_text(acc.get("agreement")) + star, percent_text(acc.get("miou_vs_labels"))]
         if not r.ok:
             lat_rows.append(head + ["-"] * 11 + accuracy + [f"{r.status}: {r.reason}"])
             continue
@@ -74,21 +88,27 @@ def format_table(result: BenchResult) -> str:
                           + [ms_text(total), ms_text(1e3 / r.e2e.fps) if r.e2e and r.e2e.fps else "-",
                              f"{r.e2e.fps:.1f}" if r.e2e else "-"])
         if r.note:
-            notes.append(f"  {r.model} {r.precision} {r.backend}: {r.note}")
+            notes.append(f"  {r.name} {r.precision} {r.backend}: {r.note}")
     out = ["Inference latency (ms per backend call, synchronised; batch as exported)"]
-    out += render_columns(["model", "prec", "backend", "input", "min", "mean", "p50", "p90", "p99", "max",
-                    "spread", "n", "infer/s", "e2e fps", "agree", "mIoU", "status"],
+    out += render_columns(["bundle", "prec", "backend", "input", "min", "mean", "p50", "p90", "p99", "max",
+                           "spread", "n", "infer/s", "e2e fps", "agree %", "mIoU %", "status"],
                    lat_rows, right=set(range(4, 16)))
     if stage_rows:
         fh, fw = result.settings.get("frame_size", (1080, 1920))
         out += ["", f"Per-stage p50 (ms) for one {fw}x{fh} camera frame; e2e = the threaded pipeline, steady state"]
-        out += render_columns(["model", "prec", "backend", "pre", "h2d", "compute", "d2h", "post",
+        out += render_columns(["bundle", "prec", "backend", "pre", "h2d", "compute", "d2h", "post",
                         "pre+infer+post", "e2e ms/frame", "e2e fps"], stage_rows, right=set(range(3, 11)))
     if notes:
         out += ["", "notes:"] + notes
     out += ["",
             "spread = robust CV (IQR / 1.349 median); n = timed calls, t = cut by --max-time before the spread "
             "settled;",
-            "h2d/d2h '-' = not reported (ONNX Runtime on CPU moves no data); agree = pixel agreement with FP32, "
-            "mIoU = vs labels (bundle manifest)"]
+            "h2d/d2h '-' = not reported (ONNX Runtime on CPU moves no data); agree % = pixel agreement with FP32, "
+            "mIoU % = vs labels (bundle manifest)"]
+    if meaningless:
+        out.append(f"* FP32 predicts one class on >= {100 * DOMINANT_SHARE:g}% of the evaluated pixels: agreement "
+                   "is meaningless there")
+    failed = sum(r.status == "failed" for r in result.rows)
+    if failed:
+        out.append(f"{failed} of {len(result.rows)} cells FAILED (reasons in the status column)")
     return "\n".join(out)
