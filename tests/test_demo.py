@@ -16,7 +16,7 @@ from segrt.tools.demo import run_demo
 @pytest.mark.slow
 def test_demo_end_to_end_then_reuse(tmp_path):
     out = tmp_path / "demo"
-    report = run_demo(out, frames=12, bench_iters=5, calib_frames=40, eval_frames=8, echo=lambda s: None)
+    report = run_demo(out, frames=12, bench_iters=5, calib_frames=40, eval_frames=10, echo=lambda s: None)
     status = {s.name: s.status for s in report.steps}
     assert status["export"] == "done" and status["quantize fp16"] == "done" and status["quantize int8"] == "done"
     assert status["stream"] == "done" and status["benchmark"] == "done"
@@ -36,14 +36,14 @@ def test_demo_end_to_end_then_reuse(tmp_path):
     text = report.to_text()
     assert "overlay video" in text and str(out) in text
 
-    again = run_demo(out, frames=12, bench_iters=5, calib_frames=40, eval_frames=8, echo=lambda s: None)
+    again = run_demo(out, frames=12, bench_iters=5, calib_frames=40, eval_frames=10, echo=lambda s: None)
     status = {s.name: s.status for s in again.steps}
     assert status["export"] == "reused" and status["quantize fp16"] == "reused" and status["quantize int8"] == "reused"
 
     # a tampered artifact is not trusted: the int8 step is redone
     with open(bundle.path / "model.int8.onnx", "ab") as f:
         f.write(b"garbage")
-    third = run_demo(out, frames=12, bench_iters=5, calib_frames=40, eval_frames=8, echo=lambda s: None)
+    third = run_demo(out, frames=12, bench_iters=5, calib_frames=40, eval_frames=10, echo=lambda s: None)
     status = {s.name: s.status for s in third.steps}
     assert status["export"] == "reused" and status["quantize int8"] == "done"
 
