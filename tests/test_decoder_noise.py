@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import struct
 import subprocess
 import sys
 
@@ -11,6 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
+from segrt.runtime.sources import open_source
 from segrt.tools.tiny_model import tiny_bundle
 
 NATIVE_LINE = re.compile(r"^\[(?:[\w-]+ @ 0x[0-9a-f]+|\s*WARN:|\s*INFO:|ERROR:|OPENCV:FFMPEG)", re.M)
@@ -67,6 +69,63 @@ def test_summary_says_what_damage_is_counted_and_what_is_not(damaged):
     corrupt = int(re.search(r"corrupt (\d+)", out).group(1))
     frames = int(re.search(r"^frames (\d+)", out, re.M).group(1))
     assert frames + corrupt == 60
-    m = re.search(r"^damage +corrupt = (\d+) unreadable \+ (\d+) wrong-size frames; (\d+) timeline gaps", out, re.M)
+    m = re.search(r"^damage +corrupt = (\d+) unreadable \+ (\d+) wrong-size frames; (\d+) frames missing from the "
+                  r"timeline", out, re.M)
     assert m and int(m.group(1)) + int(m.group(2)) == corrupt
     assert "Not detectable: damage the decoder conceals" in out
+
+
+def _chunks(data: bytes, start: int, end: int):
+    pos = start
+    while pos + 8 <= end:
+        size = struct.unpack("<I", data[pos + 4:pos + 8])[0]
+        yield data[pos:pos + 4], data[pos + 8:pos + 8 + size]
+        pos += 8 + size + (size & 1)
+
+
+def _riff_chunk(cid: bytes, body: bytes) -> bytes:
+    return cid + struct.pack("<I", len(body)) + body + (b"\0" if len(body) & 1 else b"")
+
+
+def avi_with_dropped_frames(avi: bytes, drop: set[int]) -> bytes:
+    """The AVI with video chunks ``drop`` emptied: AVI's own "dropped frame" (a recorder that fell behind).
+
+    The movi list and idx1 index are rewritten; the header still announces every frame.
+    """
+    assert avi[:4] == b"RIFF" and avi[8:12] == b"AVI "
+    top, index = [], []
+    for cid, body in _chunks(avi, 12, len(avi)):
+        if cid == b"LIST" and body[:4] == b"movi":
+            parts, k, offset = [b"movi"], 0, 4
+            for cid2, data in _chunks(body, 4, len(body)):
+                if cid2[2:] in (b"dc", b"db"):
+                    data = b"" if k in drop else data
+                    index.append(struct.pack("<4sIII", cid2, 0x10 if data else 0, offset, len(data)))
+                    k += 1
+                parts.append(_riff_chunk(cid2, data))
+                offset += len(parts[-1])
+            body = b"".join(parts)
+        elif cid == b"idx1":
+            body = b"".join(index)
+        top.append(_riff_chunk(cid, body))
+    return _riff_chunk(b"RIFF", b"AVI " + b"".join(top))
+
+
+def test_frames_missing_from_the_timeline_are_counted_and_indices_keep_their_place(tmp_path):
+    path = tmp_path / "clip.avi"
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    for i in range(20):
+        w.write(np.full((48, 64, 3), i * 12, np.uint8))
+    w.release()
+    gappy = tmp_path / "gappy.avi"
+    gappy.write_bytes(avi_with_dropped_frames(path.read_bytes(), {5, 6, 7}))
+    with open_source(gappy) as src:
+        assert src.frame_count == 20
+        frames = list(src)
+    kept = [i for i in range(20) if i not in (5, 6, 7)]
+    assert [f.index for f in frames] == kept
+    assert [round(int(f.image[0, 0, 0]) / 12) for f in frames] == kept  # each frame is the one its index says
+    assert src.timeline_gaps == 3 and src.corrupt_frames == 0
+    assert "3 frames missing from the timeline" in src.damage_note()
+    with open_source(path) as src:
+        assert len(list(src)) == 20 and src.timeline_gaps == 0

@@ -1,6 +1,7 @@
 """A video file read with OpenCV's FFmpeg backend: every frame, in order, corrupt ones counted."""
 from __future__ import annotations
 
+import logging
 import os
 import time
 from pathlib import Path
@@ -54,12 +55,14 @@ class VideoFileSource(Source):
         bad = 0
         while True:
             n = self._frame_count
-            if n is not None and self._pos >= n:
+            # Past the announced count: the end. After a timeline gap the count may be off (a
+            # variable-rate file), so then only a failed read ends the file.
+            if n is not None and self._pos >= n and not self.timeline_gaps:
                 return None
             ok, img = cap.read()
             t = time.perf_counter()
             if ok and img is not None and img.shape[:2] == (self._size[1], self._size[0]):
-                self._note_timestamp(bad)
+                self._pos += self._missing_before_this_frame(bad)
                 frame = Frame(img, self._pos, t)
                 self._pos += 1
                 return frame
@@ -67,7 +70,7 @@ class VideoFileSource(Source):
                 self.wrong_size_frames += 1
                 log.warning("%s: frame %d decoded at %dx%d instead of %dx%d; skipped", self.uri, self._pos,
                             img.shape[1], img.shape[0], *self._size)
-            elif n is None:  # unknown length: a failed read is the end
+            elif n is None or self._pos >= n:  # unknown length, or nothing more announced: the end
                 return None
             else:  # the container announced more frames: this one is corrupt (the decoder skips it)
                 self.unreadable_frames += 1
@@ -84,19 +87,31 @@ class VideoFileSource(Source):
             if bad == 1:
                 log.warning("%s: frame %d is corrupt; skipped", self.uri, self._pos - 1)
 
-    def _note_timestamp(self, skipped: int) -> None:
-        """Count frame intervals missing between this frame and the previous one (``skipped`` already counted)."""
+    def _missing_before_this_frame(self, skipped: int) -> int:
+        """Frames missing from the timeline between the previous frame and the one just decoded.
+
+        From the decoded frames' timestamps (a recorder's dropped frame is an empty packet: the
+        decoder skips it without a failed read); ``skipped`` failed reads are already counted.
+        The missing frames are counted in ``timeline_gaps`` and their indices skipped, so a
+        frame's index stays its place on the timeline.
+        """
         ms = float(self._cap.get(cv2.CAP_PROP_POS_MSEC))
         last, self._last_ms = self._last_ms, ms
         if last is None or not self._fps:
-            return
+            return 0
         intervals = (ms - last) * self._fps / 1000.0
-        if intervals > 1.5 + skipped:  # more than half a frame beyond the expected spacing
-            self.timeline_gaps += int(round(intervals)) - 1 - skipped
+        if intervals <= 1.5 + skipped:  # within half a frame of the expected spacing
+            return 0
+        missing = int(round(intervals)) - 1 - skipped
+        # The first gap is a warning; more (a variable-frame-rate file has many) only with -v.
+        log.log(logging.DEBUG if self.timeline_gaps else logging.WARNING,
+                "%s: %d frames missing from the timeline before frame %d", self.uri, missing, self._pos + missing)
+        self.timeline_gaps += missing
+        return missing
 
     def damage_note(self) -> str:
         return (f"corrupt = {self.unreadable_frames} unreadable + {self.wrong_size_frames} wrong-size frames; "
-                f"{self.timeline_gaps} timeline gaps (frame intervals with no frame). Not detectable: damage the "
+                f"{self.timeline_gaps} frames missing from the timeline (timestamp gaps). Not detectable: damage the "
                 "decoder conceals (such a frame decodes and counts as good; segrt -v shows the decoder's messages)")
 
     def seek(self, index: int) -> None:
