@@ -44,7 +44,8 @@ def extra(name: str) -> list[str]:
     return list(_project()["optional-dependencies"][name])
 
 
-def resolve(requirements: list[str], python: str, arch: str, tmp_path: Path) -> dict[str, str]:
+def resolve(requirements: list[str], python: str, arch: str, tmp_path: Path,
+            constraints: list[str] = ()) -> dict[str, str]:
     """{distribution name: version} pip would install, or skip when the index is unreachable."""
     platforms = [f"manylinux2014_{arch}"] + [f"manylinux_2_{m}_{arch}" for m in GLIBC_MINORS]
     report = tmp_path / f"report-{python}-{arch}.json"
@@ -53,6 +54,10 @@ def resolve(requirements: list[str], python: str, arch: str, tmp_path: Path) -> 
            "--target", str(tmp_path / "target"), "--python-version", python,
            *[a for p in platforms for a in ("--platform", p)], "--only-binary=:all:",
            "--report", str(report), *requirements]
+    if constraints:
+        cfile = tmp_path / "constraints.txt"
+        cfile.write_text("\n".join(constraints) + "\n")
+        cmd += ["-c", str(cfile)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:
         out = proc.stdout + proc.stderr
@@ -76,10 +81,16 @@ def test_runtime_dependencies_resolve(python, arch, tmp_path):
 
 
 def test_jetpack6_recipe_keeps_numpy_1(tmp_path):
-    """The README's Jetson step: 'numpy<2' plus segrt's runtime on cp310 aarch64 keeps numpy 1.x."""
-    got = resolve(["numpy<2", *runtime_requirements()], "3.10", "aarch64", tmp_path)
+    """The README's Jetson step: segrt's runtime under the venv's 'numpy<2' constraint on cp310 aarch64.
+
+    Without the constraint numpy 2 comes in even when numpy 1.x was installed first:
+    onnx needs ml_dtypes, whose newest release (0.6) requires numpy >= 2.
+    """
+    got = resolve(runtime_requirements(), "3.10", "aarch64", tmp_path, constraints=["numpy<2"])
     assert version_tuple(got["numpy"]) < (2,), got
     assert version_tuple(got["onnxruntime"])[:2] == (1, 23), got  # the newest cp310 wheel
+    unconstrained = resolve(runtime_requirements(), "3.10", "aarch64", tmp_path)
+    assert version_tuple(unconstrained["numpy"]) >= (2,), "numpy 2 no longer comes in: the README can relax"
 
 
 @pytest.mark.parametrize("arch", ["aarch64", "x86_64"])
