@@ -12,6 +12,7 @@ stays valid), so nothing half-made is ever trusted by ``Bundle.open``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -23,7 +24,13 @@ from segrt.export.api_torch import RANDOM_INIT_WARNING, SEED  # noqa: F401 - par
 from segrt.export.bundle_dir import install_bundle, prepare_out_dir
 from segrt.export.plan import default_shape_range, manifest_from_plan  # noqa: F401 - part of the API
 from segrt.export.resolve import resolve_model
-from segrt.export.spec import ModelSpec, parse_size, parse_triplet, read_classes  # noqa: F401 - API
+from segrt.export.spec import (  # noqa: F401 - parse_triplet is part of this module's API
+    ModelSpec,
+    class_preset_named,
+    parse_size,
+    parse_triplet,
+    read_classes,
+)
 from segrt.runtime.bundle import Bundle
 from segrt.runtime.manifest import ShapeRange
 
@@ -38,6 +45,7 @@ def export_bundle(model: str, out_dir: str | os.PathLike[str], *, weights: str |
 
     ``model`` is a zoo name (``segrt models``), ``package.module:factory`` (or ``file.py:factory``)
     returning an ``nn.Module``, or an ``.onnx`` file described by ``spec``/``classes``/``size``.
+    ``classes`` may name a dataset preset (``voc``, ``cityscapes``, ``ade20k``): its names and palette.
     ``dynamic=True`` exports symbolic N/H/W with a default profile; pass a
     :class:`ShapeRange` to choose it. Raises a :class:`~segrt.errors.SegrtError` subclass on
     any user error, leaving ``out_dir`` untouched.
@@ -47,6 +55,9 @@ def export_bundle(model: str, out_dir: str | os.PathLike[str], *, weights: str |
     out_dir = Path(out_dir)
     target = resolve_model(model)
     user_classes = read_classes(classes) if classes is not None else spec.classes
+    preset = class_preset_named(classes)
+    if preset is not None and spec.palette is None:
+        spec = dataclasses.replace(spec, palette=preset.palette_bgr())
     user_size = parse_size(size) or spec.input_size
     created = prepare_out_dir(out_dir)
     tmp = Path(tempfile.mkdtemp(prefix=".segrt-export-", dir=out_dir))

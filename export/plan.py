@@ -155,7 +155,7 @@ def plan_torch_export(net, defaults: ModelDefaults, *, label: str, name: str | N
     default_classes = defaults.classes if defaults.classes is not None else \
         _classes_from_module(net, family, h, w, label)
     cls_names = classes_for(default_classes, classes, num_classes, label)
-    palette = defaults.palette
+    palette = spec.palette or defaults.palette
     if palette is None or len(palette) != len(cls_names):
         palette = default_palette(len(cls_names))
     shape_range = None

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from segrt.errors import ConfigError
+from segrt.runtime.class_presets import PRESETS, ClassPreset
 
 
 @dataclass(frozen=True)
@@ -60,10 +61,20 @@ def parse_size(size: str | Sequence[int] | None) -> tuple[int, int] | None:
     return int(size[0]), int(size[1])
 
 
+def class_preset_named(classes: object) -> ClassPreset | None:
+    """The dataset preset ``classes`` names (``voc``, ``cityscapes``, ``ade20k``), unless a file has that name."""
+    if isinstance(classes, str) and classes.lower() in PRESETS and not Path(classes).is_file():
+        return PRESETS[classes.lower()]
+    return None
+
+
 def read_classes(classes: str | os.PathLike[str] | Sequence[str] | None) -> tuple[str, ...] | None:
-    """Class names from a sequence, a names.txt file (one per line) or a comma-separated string."""
+    """Class names from a preset name, a sequence, a names.txt file (one per line) or a comma-separated string."""
     if classes is None:
         return None
+    preset = class_preset_named(classes)
+    if preset is not None:
+        return preset.classes
     if isinstance(classes, (str, os.PathLike)):
         p = Path(classes)
         if p.is_file():
@@ -79,7 +90,8 @@ def read_classes(classes: str | os.PathLike[str] | Sequence[str] | None) -> tupl
         if "," in str(classes):
             return tuple(n.strip() for n in str(classes).split(",") if n.strip())
         raise ConfigError(f"class names file {p} does not exist",
-                          hint="pass a names.txt with one class per line, or a comma-separated list")
+                          hint="pass a names.txt with one class per line, a comma-separated list, or a preset: "
+                               + ", ".join(PRESETS))
     names = tuple(str(c) for c in classes)
     if not names:
         raise ConfigError("the class list is empty", hint="give at least one class name")

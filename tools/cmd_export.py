@@ -15,7 +15,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="bundle folder to create (or replace)")
     p.add_argument("--weights", metavar="CKPT", help="state_dict or checkpoint (.pth); default: random init")
     p.add_argument("--num-classes", type=int, metavar="N", help="number of classes (output channels)")
-    p.add_argument("--classes", metavar="NAMES", help="class names: names.txt (one per line) or a,b,c")
+    p.add_argument("--classes", metavar="NAMES", help="class names: voc, cityscapes or ade20k (names and official palette), names.txt (one per line) or a,b,c")
     p.add_argument("--classes-file", metavar="FILE", help="class names file (same as --classes FILE)")
     p.add_argument("--size", metavar="HxW", help="input size, e.g. 256x512 (default: the model's)")
     p.add_argument("--no-fuse", action="store_true",

@@ -12,13 +12,15 @@ import cv2
 from segrt.errors import SourceError
 from segrt.runtime.sources.base import Source, float_param, int_param
 from segrt.runtime.sources.cameras import csi_pipeline, cv_opener, require_gstreamer, v4l2_source
+from segrt.runtime.sources.datasets import DATASET_SCHEMES, dataset_source
 from segrt.runtime.sources.images import IMAGE_EXTS, ImageListSource, folder_source, is_image
 from segrt.runtime.sources.live import LiveSource
 from segrt.runtime.sources.synthetic import PacedSyntheticCapture, SyntheticSource, synthetic_config_from_uri
 from segrt.runtime.sources.video import VideoFileSource
 
 URI_HELP = ("a video file, an image, a folder or glob of images, 0 or /dev/videoN or v4l2:///dev/videoN, "
-            "rtsp://..., csi://N, gst://<pipeline>, synthetic://?size=WxH&fps=F&frames=N")
+            "rtsp://..., csi://N, gst://<pipeline>, synthetic://?size=WxH&fps=F&frames=N, "
+            "voc://ROOT?split=val, cityscapes://ROOT?split=val, ade20k://ROOT?split=validation")
 
 
 def open_source(uri: str | int | os.PathLike[str] | Source) -> Source:
@@ -52,6 +54,8 @@ def open_source(uri: str | int | os.PathLike[str] | Source) -> Source:
             config = synthetic_config_from_uri(uri, inner)
             return LiveSource(uri, lambda: PacedSyntheticCapture(config), reconnects=reconnects,
                               backoff_s=0.05)
+        if scheme in DATASET_SCHEMES:
+            return dataset_source(uri)
         if scheme == "v4l2":
             parts = urlsplit(uri)
             device = parts.path or "/dev/video0"
