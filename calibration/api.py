@@ -31,7 +31,13 @@ from segrt.calibration.collect import METHODS, CalibrationRanges, calibrate_rang
 from segrt.calibration.evaluate import EvalSet, agreement_with, collect_eval_set, compare_masks, predict_masks
 from segrt.calibration.evidence import evidence_from_masks
 from segrt.calibration.fp16 import DEFAULT_KEEP_FP32_OPS, fp16_conversion, fp32_emulation_from_fp16
-from segrt.calibration.gate import AccuracyReport, PrecisionAccuracy, evidence_message, normalize_gate
+from segrt.calibration.gate import (
+    AccuracyReport,
+    PrecisionAccuracy,
+    evidence_message,
+    normalize_gate,
+    normalize_miou_gate,
+)
 from segrt.calibration.progress import progress_bar
 from segrt.calibration.qdq import (
     DEFAULT_QUANT_OPS,
@@ -252,7 +258,8 @@ def quantize_bundle(bundle: Bundle | str | os.PathLike[str], precision: str, *, 
                     eval_frames: int = 50, gate: float | None = None, enforce_gate: bool = True,
                     max_fallback: int = 8, progress: bool = True, threads: int | None = None,
                     op_types: Sequence[str] = DEFAULT_QUANT_OPS, remainder: str = "fp16",
-                    sensitivity_frames: int = SENSITIVITY_FRAMES, allow_small_eval: bool = False) -> QuantizeReport:
+                    sensitivity_frames: int = SENSITIVITY_FRAMES, allow_small_eval: bool = False,
+                    gate_miou: float | None = None) -> QuantizeReport:
     """Make the ``precision`` ONNX of ``bundle``, gate it against FP32, and register it.
 
     ``gate`` is the minimum pixel agreement with FP32 (fraction or percent; default 99.9% for
@@ -265,10 +272,13 @@ def quantize_bundle(bundle: Bundle | str | os.PathLike[str], precision: str, *, 
     held-out frames, FP32 pixels per class); with less, AccuracyGateError is raised before
     anything is converted, unless ``allow_small_eval`` (or ``enforce_gate=False``, which
     registers the result as failed). A failing result never replaces an existing artifact.
+    ``gate_miou`` (mIoU points, e.g. 1.0) gates on the drop of mIoU against the evaluation
+    source's labels; given alone, it replaces the agreement gate (pass ``gate`` for both).
     """
     t0 = time.perf_counter()
     _check_args(precision, method, calib, calib_frames, eval_frames, max_fallback)
-    gate_value = normalize_gate(gate, precision)
+    miou_gate = normalize_miou_gate(gate_miou)
+    gate_value = 0.0 if miou_gate is not None and gate is None else normalize_gate(gate, precision)
     b = _open(bundle)
     if b.manifest.output.kind not in ("mask", "logits"):
         raise ConfigError(f"bundle {b.path} outputs {b.manifest.output.kind}; the accuracy gate compares "
@@ -290,6 +300,10 @@ def quantize_bundle(bundle: Bundle | str | os.PathLike[str], precision: str, *, 
     eval_set = collect_eval_set(b.manifest, plan.eval_uri, eval_frames, index_range=plan.eval_range,
                                 on_frame=bar.update)
     bar.close()
+    if miou_gate is not None and not eval_set.has_labels:
+        raise ConfigError(f"--gate-miou needs labels, and {redact(plan.eval_uri)} has none for this model's classes",
+                          hint="pass --eval with a labelled dataset of the model's classes (voc://ROOT, "
+                               "cityscapes://ROOT, ade20k://ROOT, or images/ + masks/)")
     if len(eval_set) < eval_frames:
         warnings.append(f"only {len(eval_set)} evaluation frames (asked {eval_frames})")
     evaluator = _Evaluator(b, eval_set, fp32_model, threads, progress, sensitivity_frames)
@@ -362,7 +376,7 @@ def quantize_bundle(bundle: Bundle | str | os.PathLike[str], precision: str, *, 
     eval_info = {**plan.to_dict(), "frames": len(eval_set), "labels": eval_set.has_labels,
                  "eval_coverage": eval_set.coverage.to_dict(), "emulated_fp16_rounding": True}
     report = AccuracyReport(precision, gate_value, b.manifest.classes, [evaluator.fp32_row(), low_row], eval_info,
-                            evidence=evidence, allow_small_eval=allow_small_eval)
+                            evidence=evidence, allow_small_eval=allow_small_eval, gate_miou_drop=miou_gate)
     if fallback is not None:
         details["fallback"] = fallback.to_dict()
     details.update({"fp32_sha256": fp32_sha, "excluded_by_fallback": list(excluded), "gate": gate_value,
@@ -374,6 +388,12 @@ def quantize_bundle(bundle: Bundle | str | os.PathLike[str], precision: str, *, 
     result = QuantizeReport(b.path, precision, None, report, list(excluded), calibration, fallback, details, warnings,
                             seconds=time.perf_counter() - t0)
 
+    if not report.miou_passed and enforce_gate:
+        err = AccuracyGateError(report.miou_gate_text() + f"; {onnx_filename(precision)} was not written",
+                                hint="try --method entropy/percentile, more varied --calib frames, or accept it "
+                                     "explicitly with --no-gate")
+        err.report = result  # type: ignore[attr-defined]
+        raise err
     if not report.passed and enforce_gate:
         msg = (f"{precision} agrees with FP32 on {100 * (report.agreement or 0):.3f}% of pixels, below the gate of "
                f"{100 * gate_value:.3f}%")
@@ -392,6 +412,7 @@ def quantize_bundle(bundle: Bundle | str | os.PathLike[str], precision: str, *, 
             err.report = result  # type: ignore[attr-defined]
             raise err
         why = (f"{100 * (report.agreement or 0):.3f}% < {100 * gate_value:.3f}%" if not report.agreement_passed
+               else report.miou_gate_text() if not report.miou_passed
                else "too little evidence: " + "; ".join(report.evidence_shortfalls))
         warnings.append(f"gate FAILED ({why}) and was overridden: the artifact is registered with passed=false")
 

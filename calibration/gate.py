@@ -82,6 +82,19 @@ def segmentation_metrics(pred: np.ndarray, ref: np.ndarray, num_classes: int) ->
     return cm.metrics()
 
 
+def normalize_miou_gate(points: float | None) -> float | None:
+    """``--gate-miou`` in mIoU points (1.0 = one point) -> a fraction (0.01); None passes through."""
+    if points is None:
+        return None
+    try:
+        g = float(points)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"--gate-miou {points!r} is not a number", hint="e.g. --gate-miou 1.0 (points)") from exc
+    if not np.isfinite(g) or g < 0 or g > 100:
+        raise ConfigError(f"--gate-miou {points!r} is out of range", hint="give the largest mIoU drop in points, 0..100")
+    return g / 100.0
+
+
 def normalize_gate(gate: float | None, precision: str) -> float:
     """The agreement gate as a fraction. ``None`` -> the default for ``precision``; values in
     (0, 1] are fractions, values in (1, 100] percentages (``99.9`` == ``0.999``)."""
@@ -125,6 +138,24 @@ class AccuracyReport:
     eval_info: Mapping = field(default_factory=dict)
     evidence: Evidence | None = None  # what the held-out frames hold (None: not assessed)
     allow_small_eval: bool = False  # pass on less evidence than the minimum (--allow-small-eval)
+    gate_miou_drop: float | None = None  # max mIoU drop vs labels (fraction: 0.01 = 1 point); None: off
+
+    @property
+    def miou_drop(self) -> float | None:
+        """FP32's mIoU against labels minus the lower precision's (None without labels)."""
+        low, fp32 = self.row(self.precision), self.row("fp32")
+        if not (low and fp32 and low.vs_labels and fp32.vs_labels):
+            return None
+        if low.vs_labels.get("miou") is None or fp32.vs_labels.get("miou") is None:
+            return None
+        return float(fp32.vs_labels["miou"]) - float(low.vs_labels["miou"])
+
+    @property
+    def miou_passed(self) -> bool:
+        if self.gate_miou_drop is None:
+            return True
+        drop = self.miou_drop
+        return drop is not None and drop <= self.gate_miou_drop + 1e-12
 
     def row(self, precision: str) -> PrecisionAccuracy | None:
         return next((r for r in self.rows if r.precision == precision), None)
@@ -148,7 +179,7 @@ class AccuracyReport:
 
     @property
     def passed(self) -> bool:
-        return self.agreement_passed and not self.evidence_shortfalls
+        return self.agreement_passed and self.miou_passed and not self.evidence_shortfalls
 
     def to_manifest(self) -> dict:
         """The ``Artifact.accuracy`` record of the lower precision (plain JSON types)."""
@@ -171,6 +202,8 @@ class AccuracyReport:
         }
         if rec["miou_vs_labels"] is not None and rec["fp32_miou_vs_labels"] is not None:
             rec["miou_drop_vs_labels"] = rec["fp32_miou_vs_labels"] - rec["miou_vs_labels"]
+        if self.gate_miou_drop is not None:
+            rec["gate_miou_drop"] = self.gate_miou_drop
         return rec
 
     def to_text(self) -> str:
@@ -217,7 +250,13 @@ class AccuracyReport:
             note = ev.meaningless_note()
             if note:
                 out += f"\nnote: {note}"
-        verdict = "PASSED" if self.passed else "FAILED"
+        if self.gate_miou_drop is not None:
+            out += f"\ngate: {self.miou_gate_text()} -> {'PASSED' if self.miou_passed else 'FAILED'}"
+            if self.gate <= 0:
+                if self.evidence_shortfalls:
+                    out += "\ngate: too little evidence (" + "; ".join(self.evidence_shortfalls) + ") -> FAILED"
+                return out
+        verdict = "PASSED" if self.agreement_passed and not self.evidence_shortfalls else "FAILED"
         a = self.agreement
         out += (f"\ngate: {self.precision} pixel agreement with FP32 {_pct(a)} "
                 f"{'>=' if self.agreement_passed else '<'} {_pct(self.gate)}")
@@ -225,12 +264,22 @@ class AccuracyReport:
             out += " but too little evidence (" + "; ".join(self.evidence_shortfalls) + ")"
         return out + f" -> {verdict}"
 
+    def miou_gate_text(self) -> str:
+        drop = self.miou_drop
+        said = "no labels to measure it" if drop is None else f"{100 * drop:.2f} points"
+        sign = "<=" if self.miou_passed else ">"
+        return (f"{self.precision} mIoU drop vs labels {said} {sign} {100 * (self.gate_miou_drop or 0):.2f} "
+                "points")
+
     def check(self) -> None:
         """Raise AccuracyGateError when the gate fails."""
         if self.evidence_shortfalls:
             raise AccuracyGateError(evidence_message(self.evidence_shortfalls),
                                     hint="give more varied --eval frames, or accept it explicitly with "
                                          "--allow-small-eval")
+        if not self.miou_passed:
+            raise AccuracyGateError(self.miou_gate_text(), hint="try --method entropy or percentile, more/different "
+                                    "--calib frames, or accept it explicitly with --no-gate")
         if not self.passed:
             raise AccuracyGateError(
                 f"{self.precision} agrees with FP32 on {_pct(self.agreement)} of pixels, below the gate of "

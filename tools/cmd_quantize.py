@@ -12,6 +12,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "Either is compared with FP32 on held-out frames; below the gate the worst layers fall back "
                     "to higher precision, and if it still fails nothing is written (exit 2).",
         epilog="SOURCE is any runtime source: a video, an image folder (with masks for mIoU vs labels), "
+               "a labelled dataset (voc://ROOT, cityscapes://ROOT, ade20k://ROOT), "
                "a camera (0, v4l2:///dev/video0, csi://0, rtsp://...) or synthetic://?size=WxH&frames=N&seed=S.")
     p.add_argument("bundle", help="bundle directory (made by segrt export)")
     p.add_argument("--precision", required=True, metavar="{fp16,int8}", help="target precision")
@@ -27,6 +28,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-frames", type=int, default=50, metavar="N", help="held-out frames (default 50)")
     p.add_argument("--gate", type=float, default=None, metavar="AGREEMENT",
                    help="minimum %% of pixels agreeing with FP32 (default 99.9 for fp16, 99.0 for int8)")
+    p.add_argument("--gate-miou", type=float, default=None, metavar="POINTS",
+                   help="maximum mIoU drop against the --eval labels, in points (e.g. 1.0); alone it replaces "
+                        "the agreement gate")
     p.add_argument("--no-gate", "--allow-fail", dest="enforce_gate", action="store_false",
                    help="register the result even below the gate (explicit override)")
     p.add_argument("--allow-small-eval", dest="allow_small_eval", action="store_true",
@@ -47,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
             args.bundle, args.precision, calib=args.calib, calib_frames=args.calib_frames, method=args.method,
             eval_source=args.eval_source, eval_frames=args.eval_frames, gate=args.gate,
             enforce_gate=args.enforce_gate, max_fallback=args.max_fallback, progress=args.progress,
-            threads=args.threads, allow_small_eval=args.allow_small_eval)
+            threads=args.threads, allow_small_eval=args.allow_small_eval, gate_miou=args.gate_miou)
     except AccuracyGateError as err:
         rep = getattr(err, "report", None)
         if rep is not None:  # show the numbers behind the refusal; cli.py prints the error line
