@@ -22,12 +22,13 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import onnx
 
 from segrt.calibration.collect import METHODS, CalibrationRanges, calibrate_ranges, tensors_to_calibrate
+from segrt.calibration.cpu_variant import CpuVariantResult, cpu_variant, register_cpu_variant
 from segrt.calibration.evaluate import EvalSet, agreement_with, collect_eval_set, compare_masks, predict_masks
 from segrt.calibration.evidence import evidence_from_masks
 from segrt.calibration.fp16 import DEFAULT_KEEP_FP32_OPS, fp16_conversion, fp32_emulation_from_fp16
@@ -39,6 +40,7 @@ from segrt.calibration.gate import (
     normalize_miou_gate,
 )
 from segrt.calibration.progress import progress_bar
+from segrt.calibration.qdq_cpu import CPU_PRECISION, TARGETS
 from segrt.calibration.qdq import (
     DEFAULT_QUANT_OPS,
     FP16_QDQ_OPSET,
@@ -79,6 +81,7 @@ class QuantizeReport:
     details: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    cpu: CpuVariantResult | None = None  # the int8-cpu variant (--target cpu|both)
 
     @property
     def passed(self) -> bool:
@@ -114,6 +117,8 @@ class QuantizeReport:
         if self.artifact is not None:
             lines.append(f"wrote {self.bundle / self.artifact.path} (sha256 {self.artifact.sha256[:12]})"
                          + ("" if self.passed else "  [gate FAILED, registered because the gate was disabled]"))
+        if self.cpu is not None:
+            lines.append(self.cpu.to_text())
         for w in self.warnings:
             lines.append(f"warning: {w}")
         lines.append(f"done in {self.seconds:.1f} s")
@@ -259,12 +264,15 @@ def quantize_bundle(bundle: Bundle | str | os.PathLike[str], precision: str, *, 
                     max_fallback: int = 8, progress: bool = True, threads: int | None = None,
                     op_types: Sequence[str] = DEFAULT_QUANT_OPS, remainder: str = "fp16",
                     sensitivity_frames: int = SENSITIVITY_FRAMES, allow_small_eval: bool = False,
-                    gate_miou: float | None = None) -> QuantizeReport:
+                    gate_miou: float | None = None, target: str = "both") -> QuantizeReport:
     """Make the ``precision`` ONNX of ``bundle``, gate it against FP32, and register it.
 
     ``gate`` is the minimum pixel agreement with FP32 (fraction or percent; default 99.9% for
     FP16, 99.0% for INT8). Below it, after the fallback, AccuracyGateError is raised and
     nothing is written, unless ``enforce_gate=False``. ``calib`` is required for INT8;
+    ``target`` (INT8 only): ``tensorrt`` the Q/DQ graph for TensorRT (``int8``), ``cpu`` the
+    CPU graph (``int8-cpu``: FP32 remainder, types for this instruction set), ``both`` (default)
+    the two from one calibration, the CPU one kept when it passes its gate;
     ``eval_source`` defaults to a held-out part of ``calib`` (for ``synthetic://``, another
     seed), and for FP16 without either to a synthetic scene at the model's size.
 
@@ -277,6 +285,8 @@ def quantize_bundle(bundle: Bundle | str | os.PathLike[str], precision: str, *, 
     """
     t0 = time.perf_counter()
     _check_args(precision, method, calib, calib_frames, eval_frames, max_fallback)
+    if target not in TARGETS:
+        raise ConfigError(f"unknown --target {target!r}", hint="use cpu, tensorrt or both")
     miou_gate = normalize_miou_gate(gate_miou)
     gate_value = 0.0 if miou_gate is not None and gate is None else normalize_gate(gate, precision)
     b = _open(bundle)
@@ -350,6 +360,10 @@ def quantize_bundle(bundle: Bundle | str | os.PathLike[str], precision: str, *, 
             return conv.model, emu, conv.details()
 
         candidates = quantizable_nodes(prepared, WEIGHTED_OPS, exclude=auto_excluded_nodes(prepared))
+        if target == "cpu":
+            return _cpu_only(b, prepared, ranges, calibration, evaluator, plan, eval_set, gate_value, enforce_gate,
+                             max_fallback, progress, threads, op_types, method, fp32_sha, warnings, t0,
+                             {"evidence": evidence, "allow_small_eval": allow_small_eval})
 
     artifact_model, emulated, details = build(())
     baseline = evaluator.agreement(emulated)
@@ -424,13 +438,78 @@ def quantize_bundle(bundle: Bundle | str | os.PathLike[str], precision: str, *, 
         calibration.update({"ranges_file": RANGES_FILE, "ranges_sha256": sha256_file(ranges_path),
                             "eval": plan.to_dict()})
         manifest = manifest.replace(calibration=calibration)
-    target = b.path / onnx_filename(precision)
-    with atomic_path(target) as tmp:
+    onnx_target = b.path / onnx_filename(precision)
+    with atomic_path(onnx_target) as tmp:
         onnx.save(artifact_model, str(tmp))
-    art = Artifact(precision=precision, path=onnx_filename(precision), sha256=sha256_file(target),
+    art = Artifact(precision=precision, path=onnx_filename(precision), sha256=sha256_file(onnx_target),
                    accuracy=report.to_manifest(), details=_jsonable(details))
     b.update(manifest.with_artifact(art))
     result.artifact = art
+    if precision == "int8" and target == "both" and ranges is not None:
+        result.cpu = _cpu_beside(b, prepared, ranges, evaluator, eval_info, gate_value, max_fallback, progress,
+                                 threads, op_types, excluded, details, warnings,
+                                 {"evidence": evidence, "allow_small_eval": allow_small_eval})
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def _cpu_shared_details(details: Mapping, gate_value: float, method: str, op_types: Sequence[str]) -> dict:
+    keep = ("fp32_sha256", "created", "versions")
+    return {**{k: details[k] for k in keep if k in details}, "gate": gate_value, "method": method,
+            "op_types": list(op_types)}
+
+
+def _cpu_beside(b: Bundle, prepared, ranges, evaluator, eval_info, gate_value, max_fallback, progress, threads,
+                op_types, excluded, details, warnings, gate_evidence: Mapping) -> CpuVariantResult:
+    """The int8-cpu variant from the ranges the TensorRT variant used; kept only if it passes."""
+    cpu = _conversion_errors("CPU INT8")(cpu_variant)(
+        b, prepared, ranges, evaluator, gate=gate_value, max_fallback=max_fallback, progress=progress,
+        threads=threads, op_types=op_types, start_excluded=excluded, **gate_evidence)
+    if cpu.passed:
+        register_cpu_variant(b, cpu, _jsonable(_cpu_shared_details(details, gate_value, details.get("method", ""),
+                                                                    op_types)), _jsonable(eval_info))
+    else:
+        warnings.append(f"{CPU_PRECISION} agrees with FP32 on {100 * (cpu.accuracy.agreement or 0):.3f}% of pixels, "
+                        f"below the gate: not written (use --target cpu --no-gate to keep it anyway)")
+    return cpu
+
+
+def _cpu_only(b: Bundle, prepared, ranges, calibration, evaluator, plan, eval_set, gate_value, enforce_gate,
+              max_fallback, progress, threads, op_types, method, fp32_sha, warnings, t0,
+              gate_evidence: Mapping) -> QuantizeReport:
+    """``--target cpu``: the int8-cpu variant alone, gated like int8; the ranges are saved for reuse."""
+    cpu = _conversion_errors("CPU INT8")(cpu_variant)(
+        b, prepared, ranges, evaluator, gate=gate_value, max_fallback=max_fallback, progress=progress,
+        threads=threads, op_types=op_types, **gate_evidence)
+    eval_info = {**plan.to_dict(), "frames": len(eval_set), "labels": eval_set.has_labels,
+                 "eval_coverage": eval_set.coverage.to_dict()}
+    cpu.accuracy.eval_info = eval_info
+    details = {"fp32_sha256": fp32_sha, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+               "versions": _versions(), "method": method}
+    result = QuantizeReport(b.path, CPU_PRECISION, None, cpu.accuracy, list(cpu.excluded), calibration,
+                            cpu.fallback, {**cpu.details, **details}, warnings, cpu=cpu)
+    if not cpu.passed and enforce_gate:
+        err = AccuracyGateError(
+            f"{CPU_PRECISION} agrees with FP32 on {100 * (cpu.accuracy.agreement or 0):.3f}% of pixels, below the "
+            f"gate of {100 * gate_value:.3f}%; {onnx_filename(CPU_PRECISION)} was not written",
+            hint=gate_hint("int8"))
+        err.report = result  # type: ignore[attr-defined]
+        raise err
+    if not cpu.passed and CPU_PRECISION in b.manifest.artifacts:
+        err = AccuracyGateError(f"{CPU_PRECISION} failed its gate and {onnx_filename(CPU_PRECISION)} already exists: "
+                                "a failing result never replaces an artifact, so it was kept unchanged",
+                                hint=f"to inspect the failing model, quantize a copy (cp -r {b.path} {b.path}-try) "
+                                     "with --no-gate")
+        err.report = result  # type: ignore[attr-defined]
+        raise err
+    if calibration is not None:
+        ranges_path = b.path / RANGES_FILE
+        ranges.save(ranges_path)
+        calibration.update({"ranges_file": RANGES_FILE, "ranges_sha256": sha256_file(ranges_path),
+                            "eval": plan.to_dict()})
+        b.update(b.manifest.replace(calibration=calibration))
+    result.artifact = register_cpu_variant(b, cpu, _jsonable(_cpu_shared_details(details, gate_value, method, op_types)),
+                                           _jsonable(eval_info))
     result.seconds = time.perf_counter() - t0
     return result
 

@@ -169,18 +169,20 @@ def group_by_budget(tensors: Sequence[str], sizes: Mapping[str, int], budget: in
 class AbsHistogram:
     """A fixed-size histogram of |x| over [0, range) whose range doubles as needed."""
 
-    __slots__ = ("bins", "range", "amax", "count")
+    __slots__ = ("bins", "range", "amax", "count", "min")
 
     def __init__(self, num_bins: int = NUM_BINS) -> None:
         self.bins = np.zeros(num_bins, np.int64)
         self.range = 0.0
         self.amax = 0.0
         self.count = 0
+        self.min = np.inf  # the signed minimum: >= 0 says the tensor is one-sided (after a ReLU)
 
     def add(self, x: np.ndarray) -> None:
         a = np.abs(x.reshape(-1), dtype=np.float32)
         if not a.size:
             return
+        self.min = min(self.min, float(x.min()))
         amax = float(a.max())
         if not np.isfinite(amax):
             raise CalibrationError("a calibrated activation holds inf/nan",
@@ -274,6 +276,12 @@ class CalibrationRanges:
     amax: dict[str, float]  # the clip the method chose
     observed_amax: dict[str, float] = field(default_factory=dict)  # max |x| actually seen
     frames: int = 0
+    observed_min: dict[str, float] = field(default_factory=dict)  # signed min seen (the CPU's U8 ranges)
+
+    def one_sided_ranges(self) -> dict[str, tuple[float, float]]:
+        """(lo, hi) per tensor for unsigned (U8) activations: (0, amax) where no negative value
+        was seen, else the symmetric (-amax, amax). Tensors without a recorded min stay symmetric."""
+        return {k: (0.0 if self.observed_min.get(k, -1.0) >= 0.0 else -v, v) for k, v in self.amax.items()}
 
     @property
     def ranges(self) -> dict[str, tuple[float, float]]:
@@ -295,13 +303,14 @@ class CalibrationRanges:
 
     def to_dict(self) -> dict:
         return {"method": self.method, "frames": self.frames, "amax": dict(self.amax),
-                "observed_amax": dict(self.observed_amax)}
+                "observed_amax": dict(self.observed_amax), "observed_min": dict(self.observed_min)}
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "CalibrationRanges":
         return cls(method=str(d["method"]), amax={k: float(v) for k, v in d["amax"].items()},
                    observed_amax={k: float(v) for k, v in (d.get("observed_amax") or {}).items()},
-                   frames=int(d.get("frames", 0)))
+                   frames=int(d.get("frames", 0)),
+                   observed_min={k: float(v) for k, v in (d.get("observed_min") or {}).items()})
 
     def save(self, path: str | os.PathLike[str]) -> None:
         from segrt.runtime.fsutil import write_json_atomic
@@ -367,7 +376,7 @@ def calibrate_ranges(model: onnx.ModelProto, feeds: Iterable[Mapping[str, np.nda
             raise CalibrationError(f"activations {bad} hold inf/nan on the calibration frames",
                                    hint="the model overflows; check it in FP32 first")
         observed = {t: float(a) for t, a in zip(tensors, amax)}
-        return CalibrationRanges(method, dict(observed), observed, frames)
+        return CalibrationRanges(method, dict(observed), observed, frames, {t: float(v) for t, v in zip(tensors, lo)})
 
     # The histogram methods need the activations themselves, and ONNX Runtime holds every
     # requested output until run() returns: request them in groups of at most
@@ -394,4 +403,5 @@ def calibrate_ranges(model: onnx.ModelProto, feeds: Iterable[Mapping[str, np.nda
         amax = {t: h.entropy_amax() for t, h in hists.items()}
     else:
         amax = {t: h.percentile_amax(percentile) for t, h in hists.items()}
-    return CalibrationRanges(method, amax, {t: h.amax for t, h in hists.items()}, frames)
+    return CalibrationRanges(method, amax, {t: h.amax for t, h in hists.items()}, frames,
+                             {t: float(h.min) for t, h in hists.items()})

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from segrt.errors import BundleError, ConfigError, EngineError
-from segrt.runtime.manifest import PRECISIONS, InputSpec
+from segrt.runtime.manifest import ENGINE_PRECISIONS as PRECISIONS, InputSpec
 from segrt.runtime.trt_api import version_text
 
 MIN_TRT = (10, 0)

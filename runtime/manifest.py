@@ -14,7 +14,11 @@ from segrt.errors import ManifestError
 from segrt.runtime.redact import redacted_tree
 
 SCHEMA_VERSION = 1
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "fp16", "int8", "int8-cpu")
+# Artifacts made for one kind of device: ``int8-cpu`` (FP32 remainder, U8/S8 Q/DQ) is ONNX
+# Runtime/OpenVINO on a CPU; TensorRT never builds it. The others run anywhere.
+CPU_ONLY_PRECISIONS = ("int8-cpu",)
+ENGINE_PRECISIONS = ("fp32", "fp16", "int8")
 OUTPUT_KINDS = ("mask", "logits", "instances")
 RESIZE_POLICIES = ("stretch", "letterbox")
 COLOR_ORDERS = ("BGR", "RGB")
@@ -253,7 +257,7 @@ class EngineRecord:
     layer_precisions: Mapping[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        _choice(self.precision, PRECISIONS, "engines[].precision")
+        _choice(self.precision, ENGINE_PRECISIONS, "engines[].precision")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -294,6 +298,8 @@ class Manifest:
     source: Mapping[str, Any] = field(default_factory=dict)  # model origin: zoo name, weights, params
     export: Mapping[str, Any] = field(default_factory=dict)  # exporter, opset, verification numbers
     calibration: Mapping[str, Any] | None = None  # provenance of the INT8 calibration set
+    # ``--precision auto`` decisions measured per machine: fingerprint -> {choice, ms, artifacts, ...}
+    speed: Mapping[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -343,6 +349,7 @@ class Manifest:
             "source": redacted_tree(dict(self.source)),
             "export": redacted_tree(dict(self.export)),
             "calibration": redacted_tree(dict(self.calibration)) if self.calibration is not None else None,
+            "speed": {k: dict(v) for k, v in sorted(self.speed.items())},
         }
 
     @classmethod
@@ -375,6 +382,7 @@ class Manifest:
                 source=d.get("source") or {},
                 export=d.get("export") or {},
                 calibration=d.get("calibration"),
+                speed={str(k): v for k, v in (d.get("speed") or {}).items() if isinstance(v, Mapping)},
             )
         except (TypeError, ValueError, IndexError, KeyError) as exc:
             raise ManifestError(f"manifest: malformed field ({exc})") from exc

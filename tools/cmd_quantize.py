@@ -38,6 +38,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         ">= 1000 FP32 pixels (otherwise it refuses: too little evidence)")
     p.add_argument("--max-fallback", type=int, default=8, metavar="N",
                    help="at most N layers kept out of low precision by the sensitivity fallback (default 8; 0 = off)")
+    p.add_argument("--target", default="both", choices=("cpu", "tensorrt", "both"),
+                   help="int8 only: the Q/DQ graph for TensorRT (int8), the CPU graph for ONNX Runtime/OpenVINO "
+                        "(int8-cpu: FP32 remainder, U8/S8 on x86, S8/S8 on ARM), or both from one calibration "
+                        "(default; the CPU graph is kept when it passes its gate)")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     p.set_defaults(func=run)
@@ -51,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
             args.bundle, args.precision, calib=args.calib, calib_frames=args.calib_frames, method=args.method,
             eval_source=args.eval_source, eval_frames=args.eval_frames, gate=args.gate,
             enforce_gate=args.enforce_gate, max_fallback=args.max_fallback, progress=args.progress,
-            threads=args.threads, allow_small_eval=args.allow_small_eval, gate_miou=args.gate_miou)
+            threads=args.threads, allow_small_eval=args.allow_small_eval, gate_miou=args.gate_miou,
+            target=args.target)
     except AccuracyGateError as err:
         rep = getattr(err, "report", None)
         if rep is not None:  # show the numbers behind the refusal; cli.py prints the error line

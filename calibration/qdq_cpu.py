@@ -1,0 +1,169 @@
+"""The CPU INT8 variant (``int8-cpu``): Q/DQ with an FP32 remainder, typed for the instruction set.
+
+segrt's ``int8`` artifact is shaped for TensorRT's strongly typed builder (symmetric INT8,
+Q/DQ on inputs only, the remainder in FP16). ONNX Runtime on a CPU has no fast FP16 kernels
+and cannot fuse input-only Q/DQ into its integer kernels, so on a CPU that graph is several
+times slower than FP32. The CPU variant is built from the *same* calibration ranges:
+
+* activations U8 and weights S8 per output channel on x86 (ONNX Runtime's U8S8 kernels, with
+  or without VNNI); S8/S8 on ARM (its S8S8 dot-product kernels);
+* Q/DQ on the inputs *and outputs* of the quantized ops and an int32 bias, so ONNX Runtime
+  fuses ``DQ -> Conv -> Q`` into ``QLinearConv`` (and OpenVINO reads the pairs natively);
+* everything else in FP32, including the fused pre/post-processing (uint8 frame in, uint8
+  mask out): the I/O contract of the bundle is unchanged;
+* in either ONNX Runtime format, QDQ or QOperator: :func:`faster_format` times both on this
+  machine and keeps the faster.
+"""
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+import onnx
+
+from segrt.calibration.collect import CalibrationRanges
+from segrt.calibration.graph import op_counts
+from segrt.calibration.qdq import (
+    DEFAULT_QUANT_OPS,
+    _check_ort_supports_cache,
+    _count_quantized,
+    _quiet_ort_logging,
+    auto_excluded_nodes,
+)
+from segrt.errors import CalibrationError
+from segrt.runtime.machine import CpuInfo
+
+FORMATS = ("qdq", "qoperator")
+TARGETS = ("cpu", "tensorrt", "both")
+CPU_PRECISION = "int8-cpu"
+
+
+@dataclass(frozen=True)
+class CpuQuantTypes:
+    """Activation and weight integer types for one instruction set, and why."""
+
+    activation: str  # "uint8" or "int8"
+    weight: str
+    reason: str
+
+
+def cpu_quant_types(cpu: CpuInfo) -> CpuQuantTypes:
+    """U8 activations / S8 weights on x86 (VNNI or not); S8/S8 on ARM."""
+    if cpu.is_arm:
+        return CpuQuantTypes("int8", "int8", f"{cpu.arch}: ONNX Runtime's S8S8 dot-product kernels")
+    vnni = "VNNI" if cpu.has_vnni else "no VNNI"
+    return CpuQuantTypes("uint8", "int8", f"{cpu.arch} ({vnni}): ONNX Runtime's U8S8 kernels")
+
+
+@dataclass(frozen=True)
+class CpuInt8Conversion:
+    model: onnx.ModelProto
+    format: str
+    types: CpuQuantTypes
+    excluded: tuple[str, ...]
+    requested_excluded: tuple[str, ...]
+    quantized_nodes: int
+
+    def details(self) -> dict:
+        ops = op_counts(self.model)
+        return {
+            "target": "cpu", "format": self.format, "remainder": "fp32", "remainder_note": None,
+            "activation_type": self.types.activation, "weight_type": self.types.weight,
+            "types_reason": self.types.reason, "per_channel": True,
+            "symmetric": self.types.activation == "int8",
+            "quantized_nodes": self.quantized_nodes, "excluded_by_fallback": list(self.requested_excluded),
+            "excluded_total": len(self.excluded),
+            "qdq_nodes": ops.get("QuantizeLinear", 0) + ops.get("DequantizeLinear", 0),
+            "qlinear_nodes": sum(v for k, v in ops.items() if k.startswith("QLinear") or k == "ConvInteger"),
+        }
+
+
+def cpu_int8_conversion(model: onnx.ModelProto, ranges: CalibrationRanges, types: CpuQuantTypes, *,
+                        fmt: str = "qdq", exclude_nodes: Iterable[str] = (),
+                        op_types: Sequence[str] = DEFAULT_QUANT_OPS) -> CpuInt8Conversion:
+    """Quantize the prepared FP32 ``model`` (see :func:`segrt.calibration.qdq.prepare_fp32`) for a CPU."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    if fmt not in FORMATS:
+        raise CalibrationError(f"unknown CPU INT8 format {fmt!r}", hint="use qdq or qoperator")
+    _check_ort_supports_cache()
+    requested = tuple(dict.fromkeys(exclude_nodes))
+    excluded = tuple(dict.fromkeys(list(auto_excluded_nodes(model)) + list(requested)))
+    qtype = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
+    extra = {
+        "ActivationSymmetric": types.activation == "int8",
+        "WeightSymmetric": True,
+        "DedicatedQDQPair": False,
+    }
+    with tempfile.TemporaryDirectory(prefix="segrt-qdq-cpu-") as tmp:
+        src, dst, cache = Path(tmp, "fp32.onnx"), Path(tmp, "int8.onnx"), Path(tmp, "ranges.json")
+        onnx.save(model, str(src))
+        _write_ort_cache(ranges, types, cache)
+        with _quiet_ort_logging():
+            quantize_static(
+                str(src), str(dst), calibration_data_reader=None,
+                quant_format=QuantFormat.QDQ if fmt == "qdq" else QuantFormat.QOperator,
+                op_types_to_quantize=list(op_types), per_channel=True, reduce_range=False,
+                activation_type=qtype[types.activation], weight_type=qtype[types.weight],
+                nodes_to_exclude=list(excluded), calibrate_method=CalibrationMethod.MinMax,
+                extra_options=extra, calibration_cache_path=str(cache),
+            )
+        q = onnx.load(str(dst))
+    quantized = (_count_quantized(q, op_types) if fmt == "qdq"
+                 else sum(1 for n in q.graph.node if n.op_type.startswith("QLinear") or n.op_type == "ConvInteger"))
+    return CpuInt8Conversion(q, fmt, types, excluded, requested, quantized)
+
+
+def _write_ort_cache(ranges: CalibrationRanges, types: CpuQuantTypes, path: Path) -> None:
+    """The shared ranges as ONNX Runtime's cache: one-sided for U8 activations (a post-ReLU
+    tensor gets all 256 levels), symmetric for S8."""
+    if types.activation == "int8":
+        ranges.write_ort_cache(path)
+        return
+    from onnxruntime.quantization.calibrate import CalibrationMethod, TensorData, TensorsData, save_tensors_data
+    data = {k: TensorData(lowest=np.array(lo, np.float32), highest=np.array(hi, np.float32))
+            for k, (lo, hi) in ranges.one_sided_ranges().items()}
+    save_tensors_data(TensorsData(CalibrationMethod.MinMax, data), path)
+
+
+def median_ms_of(model: onnx.ModelProto, feed: Mapping[str, np.ndarray], *, threads: int | None = None,
+                 warmup: int = 2, iters: int = 7) -> float:
+    """Median ONNX Runtime CPU latency of ``model`` on ``feed`` (the session as the runtime opens it)."""
+    import onnxruntime as ort
+
+    from segrt.runtime.backends.onnxruntime import ORT_DISABLED_OPTIMIZERS
+
+    so = ort.SessionOptions()
+    if threads:
+        so.intra_op_num_threads = threads
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"],
+                                disabled_optimizers=list(ORT_DISABLED_OPTIMIZERS))
+    for _ in range(warmup):
+        sess.run(None, dict(feed))
+    times = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        sess.run(None, dict(feed))
+        times.append((time.perf_counter() - t0) * 1e3)
+    return float(np.median(times))
+
+
+def faster_format(build: Callable[[str], CpuInt8Conversion], feed: Mapping[str, np.ndarray], *,
+                  threads: int | None = None,
+                  timer: Callable[..., float] = median_ms_of) -> tuple[CpuInt8Conversion, dict[str, float]]:
+    """Build the QDQ and QOperator graphs, time each here, return the faster and both timings."""
+    built, ms = {}, {}
+    for fmt in FORMATS:
+        built[fmt] = build(fmt)
+        ms[fmt] = round(timer(built[fmt].model, feed, threads=threads), 2)
+    best = min(FORMATS, key=lambda f: ms[f])
+    return built[best], ms
+
+
+__all__ = ["CPU_PRECISION", "FORMATS", "TARGETS", "CpuQuantTypes", "CpuInt8Conversion", "cpu_quant_types",
+           "cpu_int8_conversion", "faster_format", "median_ms_of"]

@@ -1,0 +1,123 @@
+"""The CPU INT8 variant (int8-cpu): types per instruction set, shared calibration, its own gate."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from _calib_helpers import colour_bundle, synthetic
+from segrt.calibration.api import quantize_bundle
+from segrt.calibration.evaluate import session
+from segrt.calibration.qdq_cpu import cpu_quant_types, faster_format
+from segrt.errors import AccuracyGateError, ConfigError
+from segrt.runtime.bundle import Bundle
+from segrt.runtime.machine import cpu_info_from_text
+from segrt.tools.cli import main
+
+CALIB = synthetic(160, 120, frames=300, seed=1)
+X86 = "model name\t: AMD EPYC 9R14\nflags\t\t: fpu sse4_2 avx avx2 fma f16c\n"
+X86_VNNI = "model name\t: Intel Xeon\nflags\t\t: avx2 avx512f avx512_vnni amx_int8 amx_tile\n"
+ARM = "processor\t: 0\nFeatures\t: fp asimd asimdhp asimddp\nCPU part\t: 0xd0c\n"
+
+
+@pytest.fixture()
+def bundle(tmp_path):
+    return colour_bundle(tmp_path / "colour", 48, 64)
+
+
+@pytest.mark.parametrize("text,arch,act,wt", [
+    (X86, "x86_64", "uint8", "int8"), (X86_VNNI, "x86_64", "uint8", "int8"), (ARM, "aarch64", "int8", "int8")])
+def test_types_follow_the_instruction_set(text, arch, act, wt):
+    t = cpu_quant_types(cpu_info_from_text(text, arch, 4))
+    assert (t.activation, t.weight) == (act, wt)
+    assert ("VNNI" in t.reason) == (arch == "x86_64")
+
+
+def test_faster_format_keeps_the_faster_one():
+    built = []
+
+    class Conv:
+        def __init__(self, fmt):
+            self.format, self.model = fmt, fmt
+
+    def build(fmt):
+        built.append(fmt)
+        return Conv(fmt)
+
+    conv, ms = faster_format(build, {}, timer=lambda model, feed, threads=None: {"qdq": 9.0, "qoperator": 4.0}[model])
+    assert conv.format == "qoperator" and ms == {"qdq": 9.0, "qoperator": 4.0} and built == ["qdq", "qoperator"]
+    conv, _ = faster_format(build, {}, timer=lambda model, feed, threads=None: {"qdq": 3.0, "qoperator": 4.0}[model])
+    assert conv.format == "qdq"
+
+
+def test_both_targets_share_one_calibration(bundle):
+    rep = quantize_bundle(bundle, "int8", calib=CALIB, calib_frames=30, eval_frames=12, gate=97.0,
+                          max_fallback=4, progress=False, target="both")
+    b = Bundle.open(bundle.path)
+    trt, cpu = b.manifest.artifacts["int8"], b.manifest.artifacts["int8-cpu"]
+    assert rep.cpu is not None and rep.cpu.passed and cpu.path == "model.int8-cpu.onnx"
+    b.onnx_path("int8-cpu", verify=True)
+    assert cpu.details["target"] == "cpu" and cpu.details["remainder"] == "fp32"
+    assert trt.details["remainder"] == "fp16" and "target" not in trt.details
+    assert cpu.details["format"] in ("qdq", "qoperator") and set(cpu.details["format_ms"]) == {"qdq", "qoperator"}
+    assert cpu.accuracy["passed"] and cpu.accuracy["agreement"] >= 0.97
+    assert cpu.details["fp32_sha256"] == b.manifest.artifacts["fp32"].sha256
+    # one calibration: one ranges file, recorded once
+    assert b.manifest.calibration["ranges_file"] and len(list(bundle.path.glob("calibration*.json"))) == 1
+    m = onnx.load(str(bundle.path / cpu.path))
+    # no FP16 anywhere in the CPU graph; I/O contract unchanged (uint8 frame in, uint8 mask out)
+    assert not any(t.data_type == onnx.TensorProto.FLOAT16 for t in m.graph.initializer)
+    assert m.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    assert m.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    out = session(str(bundle.path / cpu.path)).run(None, {"frame": np.zeros((1, 48, 64, 3), np.uint8)})[0]
+    assert out.shape == (1, 48, 64) and out.dtype == np.uint8
+    assert "int8-cpu" in rep.to_text()
+
+
+def test_cpu_target_alone_writes_only_the_cpu_graph(bundle):
+    rep = quantize_bundle(bundle, "int8", calib=CALIB, calib_frames=30, eval_frames=12, gate=97.0,
+                          max_fallback=4, progress=False, target="cpu")
+    b = Bundle.open(bundle.path)
+    assert rep.precision == "int8-cpu" and rep.artifact is not None
+    assert set(b.manifest.artifacts) == {"fp32", "int8-cpu"}
+    assert json.loads((bundle.path / b.manifest.calibration["ranges_file"]).read_text())["amax"]
+
+
+def test_cpu_variant_below_the_gate_is_refused(bundle):
+    with pytest.raises(AccuracyGateError, match="int8-cpu"):
+        quantize_bundle(bundle, "int8", calib=CALIB, calib_frames=30, eval_frames=12, gate=100.0,
+                        max_fallback=0, progress=False, target="cpu")
+    assert not (bundle.path / "model.int8-cpu.onnx").exists()
+    assert "int8-cpu" not in Bundle.open(bundle.path).manifest.artifacts
+
+
+def test_both_keeps_the_tensorrt_graph_when_the_cpu_one_fails(bundle, monkeypatch):
+    import segrt.calibration.api as api
+    real = api.cpu_variant
+
+    def failing(*args, **kwargs):
+        res = real(*args, **kwargs)
+        res.accuracy.gate = 1.01  # unreachable: the CPU variant fails its gate
+        return res
+
+    monkeypatch.setattr(api, "cpu_variant", failing)
+    rep = quantize_bundle(bundle, "int8", calib=CALIB, calib_frames=30, eval_frames=12, gate=97.0,
+                          max_fallback=0, progress=False, target="both")
+    arts = Bundle.open(bundle.path).manifest.artifacts
+    assert "int8" in arts and "int8-cpu" not in arts
+    assert any("int8-cpu" in w and "not written" in w for w in rep.warnings)
+
+
+def test_unknown_target_is_a_config_error(bundle):
+    with pytest.raises(ConfigError, match="target"):
+        quantize_bundle(bundle, "int8", calib=CALIB, target="gpu", progress=False)
+
+
+def test_cli_target_cpu(bundle, capsys):
+    rc = main(["quantize", str(bundle.path), "--precision", "int8", "--target", "cpu", "--calib", CALIB,
+               "--calib-frames", "20", "--eval-frames", "12", "--gate", "95", "--max-fallback", "4", "--no-progress"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "int8-cpu" in out and "format" in out
