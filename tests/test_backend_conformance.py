@@ -6,6 +6,8 @@ here only where TensorRT and a GPU exist (marked ``gpu``).
 """
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytest
 
@@ -22,6 +24,11 @@ def _onnxruntime(bundle: Bundle, precision: str) -> Backend:
     return OnnxRuntimeBackend(bundle.onnx_path(precision), threads=1)
 
 
+def _openvino(bundle: Bundle, precision: str) -> Backend:
+    from segrt.runtime.backends.select import backend_for_bundle
+    return backend_for_bundle(bundle, backend="openvino", precision=precision, threads=1)
+
+
 def _tensorrt(bundle: Bundle, precision: str) -> Backend:  # pragma: no cover - needs a GPU
     from segrt.runtime.backends.select import backend_for_bundle
     return backend_for_bundle(bundle, backend="tensorrt", precision=precision, rebuild=True)  # builds it
@@ -30,11 +37,14 @@ def _tensorrt(bundle: Bundle, precision: str) -> Backend:  # pragma: no cover - 
 #: How close each backend must come to the numpy reference. ONNX Runtime's CPU kernels match it
 #: to the last bits. A GPU's FP32 kernels (TF32 off) differ in the last bits, and where two
 #: logits tie exactly TensorRT's TopK may pick either class: masks are compared tie-aware.
-LOGITS_ATOL = {"onnxruntime": 1e-5, "tensorrt": 1e-4}
+LOGITS_ATOL = {"onnxruntime": 1e-5, "openvino": 1e-5, "tensorrt": 1e-4}
 
 
 BACKENDS = [
     pytest.param(_onnxruntime, id="onnxruntime"),
+    # a dev/CI dependency ([dev] installs openvino): absent only where someone left it out
+    pytest.param(_openvino, id="openvino", marks=pytest.mark.skipif(
+        importlib.util.find_spec("openvino") is None, reason="OpenVINO not installed: pip install 'segrt[openvino]'")),
     pytest.param(_tensorrt, id="tensorrt", marks=pytest.mark.gpu),
 ]
 

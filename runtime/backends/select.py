@@ -28,7 +28,7 @@ from segrt.runtime.provenance import FALLBACK, OK, REBUILD, Decision, MachineInf
 from segrt.runtime.trt_api import import_tensorrt, jetson_model
 
 log = logging.getLogger("segrt.backend")
-BACKENDS = ("auto", "onnxruntime", "tensorrt")
+BACKENDS = ("auto", "onnxruntime", "tensorrt", "openvino")
 
 
 def probe_machine(device: int = 0) -> tuple[MachineInfo, str]:
@@ -207,6 +207,9 @@ def backend_for_bundle(bundle: Bundle, *, backend: str = "auto", precision: str 
     say = echo or log.info
     if backend not in BACKENDS:
         raise ConfigError(f"unknown backend {backend!r}", hint="use one of: " + ", ".join(BACKENDS))
+    if backend == "openvino":
+        from segrt.runtime.backends.openvino import OpenVinoBackend  # noqa: PLC0415 - optional
+        return OpenVinoBackend(bundle.onnx_path(cpu_artifact(bundle, precision, say)), threads=threads)
     if backend == "tensorrt":
         return _tensorrt_backend(bundle, precision, device=device, cuda_graph=cuda_graph,
                                  rebuild=bool(rebuild), echo=say)
@@ -223,4 +226,20 @@ def backend_for_bundle(bundle: Bundle, *, backend: str = "auto", precision: str 
         else:
             say(f"no {precision} TensorRT engine in {bundle.path.name}: using ONNX Runtime "
                 f"(build one with: segrt build {bundle.path} --precision {precision})")
-    return OnnxRuntimeBackend(bundle.onnx_path(precision), threads=threads)
+    return OnnxRuntimeBackend(bundle.onnx_path(cpu_artifact(bundle, precision, say)), threads=threads)
+
+
+def cpu_artifact(bundle: Bundle, precision: str, say: Callable[[str], None] = log.info) -> str:
+    """The artifact a CPU backend runs for ``precision``: ``int8`` means the CPU INT8 graph
+    (``int8-cpu``) when the bundle has one that passed its gate; the TensorRT-shaped graph
+    (FP16 remainder) is several times slower on a CPU."""
+    if precision != "int8":
+        return precision
+    art = bundle.manifest.artifacts.get("int8-cpu")
+    if art is not None and art.accuracy and art.accuracy.get("passed"):
+        say("int8 on the CPU: running int8-cpu (FP32 remainder), not the TensorRT-shaped int8 graph")
+        return "int8-cpu"
+    if "int8" in bundle.manifest.artifacts:
+        say(f"int8 on the CPU runs the TensorRT-shaped graph (FP16 remainder, slow here); make the CPU one with: "
+            f"segrt quantize {bundle.path} --precision int8 --target cpu")
+    return precision

@@ -1,0 +1,258 @@
+"""``--precision auto``: the fastest artifact whose gate passed, measured on this machine.
+
+The decisions are plain functions (which artifacts may run where, which timing wins, whether a
+cached decision still holds, how to say why); :func:`resolve_auto` strings them together with
+a short timed run and caches the result in the manifest under a fingerprint of the machine
+(:mod:`segrt.runtime.machine`), so the second run on the same machine does not measure again.
+A different machine, a different runtime version or a re-quantized artifact measures again.
+
+On a CPU the candidates are the bundle's artifacts on every CPU backend installed (ONNX
+Runtime, OpenVINO); FP16 is a candidate only on a CPU with native FP16 arithmetic, and the
+TensorRT-shaped ``int8`` only when there is no ``int8-cpu``. Where TensorRT runs, the
+candidates are the precisions with an engine built for this GPU.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from segrt.errors import BundleError, ConfigError, SegrtError
+from segrt.runtime.bundle import Bundle
+from segrt.runtime.machine import CpuInfo, cpu_fingerprint, gpu_fingerprint, this_cpu
+from segrt.runtime.manifest import CPU_ONLY_PRECISIONS, Manifest
+
+log = logging.getLogger("segrt.auto")
+AUTO = "auto"
+CPU_BACKENDS = ("onnxruntime", "openvino")
+MEASURE_WARMUP = 2
+MEASURE_ITERS = 7
+
+
+@dataclass(frozen=True)
+class AutoChoice:
+    """What ``auto`` chose, the timings behind it (``precision/backend`` -> ms) and whether cached."""
+
+    precision: str
+    backend: str
+    ms: Mapping[str, float]
+    where: str  # "this CPU" / the GPU's name
+    cached: bool = False
+    skipped: Mapping[str, str] = field(default_factory=dict)  # candidate -> why it was not measured
+
+    @property
+    def key(self) -> str:
+        return candidate_key(self.precision, self.backend)
+
+    def explain(self) -> str:
+        """e.g. ``int8-cpu: 47 ms vs fp32 62 ms on this CPU``."""
+        return explain_choice(self.key, self.ms, self.where) + (" (cached)" if self.cached else "")
+
+
+def candidate_key(precision: str, backend: str) -> str:
+    return f"{precision}/{backend}"
+
+
+def passed_gate(manifest: Manifest, precision: str) -> bool:
+    """FP32 is the reference; any other artifact runs only when its accuracy gate passed."""
+    art = manifest.artifacts.get(precision)
+    if art is None:
+        return False
+    if precision == "fp32":
+        return True
+    return bool(art.accuracy and art.accuracy.get("passed"))
+
+
+def cpu_candidates(manifest: Manifest, cpu: CpuInfo, backends: Sequence[str]) -> tuple[list[tuple[str, str]], dict[str, str]]:
+    """(precision, backend) pairs worth timing on this CPU, and the others with the reason."""
+    skipped: dict[str, str] = {}
+    precisions = []
+    for p in sorted(manifest.artifacts, key=lambda k: ("fp32", "int8-cpu", "int8", "fp16").index(k)
+                    if k in ("fp32", "int8-cpu", "int8", "fp16") else 9):
+        if not passed_gate(manifest, p):
+            skipped[p] = "its accuracy gate did not pass"
+        elif p == "fp16" and not cpu.has_fp16_arithmetic:
+            skipped[p] = "this CPU has no native FP16 arithmetic (FP16 is never faster than FP32 here)"
+        elif p == "int8" and passed_gate(manifest, "int8-cpu"):
+            skipped[p] = "the TensorRT-shaped graph; int8-cpu is this CPU's INT8"
+        else:
+            precisions.append(p)
+    return [(p, b) for p in precisions for b in backends], skipped
+
+
+def gpu_candidates(manifest: Manifest, engine_precisions: Iterable[str]) -> tuple[list[tuple[str, str]], dict[str, str]]:
+    """Precisions with an engine for this GPU whose gate passed; int8-cpu never (TensorRT does not build it)."""
+    skipped: dict[str, str] = {}
+    out = []
+    for p in sorted(set(engine_precisions)):
+        if p in CPU_ONLY_PRECISIONS:
+            skipped[p] = "a CPU-only artifact"
+        elif not passed_gate(manifest, p):
+            skipped[p] = "its accuracy gate did not pass"
+        else:
+            out.append((p, "tensorrt"))
+    return out, skipped
+
+
+def fastest(ms: Mapping[str, float]) -> str:
+    """The candidate key with the lowest time (ties: the first listed)."""
+    if not ms:
+        raise ConfigError("--precision auto found nothing it could run", hint="export or quantize the bundle first")
+    return min(ms, key=lambda k: ms[k])
+
+
+def explain_choice(key: str, ms: Mapping[str, float], where: str) -> str:
+    """``int8-cpu: 47 ms vs fp32 62 ms on this CPU`` (the backend named only when several ran)."""
+    backends = {k.split("/", 1)[1] for k in ms}
+
+    def name(k: str) -> str:
+        return k if len(backends) > 1 else k.split("/", 1)[0]
+
+    others = sorted((k for k in ms if k != key), key=lambda k: ms[k])
+    vs = ", ".join(f"{name(k)} {ms[k]:.0f} ms" for k in others)
+    return f"{name(key)}: {ms[key]:.0f} ms" + (f" vs {vs}" if vs else "") + f" on {where}"
+
+
+def artifact_shas(manifest: Manifest, candidates: Iterable[tuple[str, str]]) -> dict[str, str]:
+    return {p: manifest.artifacts[p].sha256 for p, _ in candidates if p in manifest.artifacts}
+
+
+def cached_choice(manifest: Manifest, fingerprint: str, shas: Mapping[str, str]) -> dict | None:
+    """The manifest's record for ``fingerprint`` if it was measured on exactly these artifacts."""
+    rec = manifest.speed.get(fingerprint)
+    if not isinstance(rec, Mapping) or dict(rec.get("artifacts") or {}) != dict(shas):
+        return None
+    ms = rec.get("ms")
+    if not isinstance(ms, Mapping) or rec.get("choice") not in ms:
+        return None
+    return dict(rec)
+
+
+def record_for(choice_key: str, ms: Mapping[str, float], shas: Mapping[str, str], machine: str) -> dict:
+    return {"choice": choice_key, "ms": {k: round(float(v), 2) for k, v in ms.items()}, "artifacts": dict(shas),
+            "machine": machine, "measured_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+
+
+# -- measuring ----------------------------------------------------------------------------------
+def sample_input(manifest: Manifest) -> np.ndarray:
+    """A deterministic non-constant frame in the graph's input type (the runtime's own preprocessing
+    is not what is being timed)."""
+    rng = np.random.default_rng(0)
+    shape = manifest.input.shape
+    if manifest.input.dtype == "uint8":
+        return rng.integers(0, 256, shape, dtype=np.uint8)
+    return rng.standard_normal(shape).astype(manifest.input.dtype)
+
+
+def median_infer_ms(backend, frame: np.ndarray, warmup: int = MEASURE_WARMUP, iters: int = MEASURE_ITERS) -> float:
+    """Median wall time of ``backend.infer`` (opened here, closed after)."""
+    with backend:
+        for _ in range(warmup):
+            backend.infer(frame)
+        times = []
+        for _ in range(iters):
+            t0 = time.perf_counter()
+            backend.infer(frame)
+            times.append((time.perf_counter() - t0) * 1e3)
+    return float(np.median(times))
+
+
+def _runtime_versions(backends: Sequence[str]) -> str:
+    from importlib import metadata
+    parts = []
+    for b in backends:
+        try:
+            parts.append(f"{b}={metadata.version(b)}")
+        except metadata.PackageNotFoundError:
+            parts.append(f"{b}=?")
+    return ",".join(parts)
+
+
+def installed_cpu_backends() -> list[str]:
+    from segrt.runtime.backends.openvino import openvino_available
+    return ["onnxruntime"] + (["openvino"] if openvino_available() else [])
+
+
+def resolve_auto(bundle: Bundle, *, backend: str = "auto", threads: int | None = None,
+                 echo: Callable[[str], None] | None = None, save: bool = True,
+                 measure: Callable[[Bundle, str, str, int | None], float] | None = None) -> AutoChoice:
+    """Choose the precision (and, with ``backend="auto"`` on a CPU, the backend) for this machine.
+
+    Uses the manifest's cached decision for this machine when it was measured on the same
+    artifacts; otherwise times each candidate briefly (``measure``) and caches the result
+    (``save``; a read-only bundle only logs that it could not). Prints the choice and why.
+    """
+    from segrt.runtime.backends.select import BACKENDS, probe_machine
+
+    say = echo or log.info
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown backend {backend!r}", hint="use one of: " + ", ".join(BACKENDS))
+    manifest = bundle.manifest
+    on_gpu = False
+    if backend in ("auto", "tensorrt"):
+        machine, why = probe_machine()
+        engines = [e.precision for e in manifest.engines if machine.gpu_name and e.gpu_name == machine.gpu_name]
+        on_gpu = not why and bool(engines)
+        if backend == "tensorrt" and not on_gpu:
+            raise ConfigError(f"--precision auto --backend tensorrt: {why or 'no engine for this GPU in the bundle'}",
+                              hint=f"build one: segrt build {bundle.path} --precision fp16")
+    if on_gpu:
+        candidates, skipped = gpu_candidates(manifest, engines)
+        fingerprint = gpu_fingerprint(str(machine.gpu_name), machine.compute_capability, str(machine.trt_version))
+        where = str(machine.gpu_name)
+    else:
+        cpu = this_cpu()
+        backends = installed_cpu_backends() if backend == "auto" else [backend]
+        candidates, skipped = cpu_candidates(manifest, cpu, backends)
+        fingerprint = cpu_fingerprint(cpu, "+".join(backends), _runtime_versions(backends), threads)
+        where = "this CPU"
+    if not candidates:
+        raise BundleError(f"--precision auto: bundle {bundle.path} has nothing that can run here",
+                          hint="export the bundle again (segrt export)")
+    shas = artifact_shas(manifest, candidates)
+    rec = cached_choice(manifest, fingerprint, shas)
+    if rec is not None:
+        p, b = rec["choice"].split("/", 1)
+        choice = AutoChoice(p, b, dict(rec["ms"]), where, cached=True, skipped=skipped)
+        say(f"precision auto: {choice.explain()}")
+        return choice
+    timer = measure or _measure
+    ms: dict[str, float] = {}
+    for p, b in candidates:
+        try:
+            ms[candidate_key(p, b)] = timer(bundle, p, b, threads)
+        except SegrtError as exc:
+            skipped[candidate_key(p, b)] = f"failed: {exc}"
+    key = fastest(ms)
+    p, b = key.split("/", 1)
+    choice = AutoChoice(p, b, ms, where, cached=False, skipped=skipped)
+    say(f"precision auto: {choice.explain()} (measured; cached in {bundle.path.name}/segrt.json)")
+    if save:
+        _save(bundle, fingerprint, record_for(key, ms, shas, where if on_gpu else this_cpu().describe()))
+    return choice
+
+
+def _measure(bundle: Bundle, precision: str, backend: str, threads: int | None) -> float:
+    from segrt.runtime.backends.select import backend_for_bundle
+    be = backend_for_bundle(bundle, backend=backend, precision=precision, threads=threads, echo=log.debug)
+    return median_infer_ms(be, sample_input(bundle.manifest))
+
+
+def _save(bundle: Bundle, fingerprint: str, record: dict) -> None:
+    try:
+        fresh = Bundle.open(bundle.path)  # another process may have written since we opened it
+        speed = dict(fresh.manifest.speed)
+        speed[fingerprint] = record
+        fresh.update(fresh.manifest.replace(speed=speed))
+        bundle.manifest = fresh.manifest
+    except (OSError, SegrtError) as exc:
+        log.warning("precision auto: could not cache the measurement in %s (%s); it will be measured again",
+                    bundle.path, exc)
+
+
+__all__ = ["AUTO", "AutoChoice", "cpu_candidates", "gpu_candidates", "fastest", "explain_choice", "cached_choice",
+           "record_for", "resolve_auto", "median_infer_ms", "sample_input", "passed_gate"]
