@@ -112,9 +112,12 @@ def explain_choice(key: str, ms: Mapping[str, float], where: str) -> str:
     def name(k: str) -> str:
         return k if len(backends) > 1 else k.split("/", 1)[0]
 
+    def t(v: float) -> str:
+        return f"{v:.0f} ms" if v >= 10 else f"{v:.2g} ms"
+
     others = sorted((k for k in ms if k != key), key=lambda k: ms[k])
-    vs = ", ".join(f"{name(k)} {ms[k]:.0f} ms" for k in others)
-    return f"{name(key)}: {ms[key]:.0f} ms" + (f" vs {vs}" if vs else "") + f" on {where}"
+    vs = ", ".join(f"{name(k)} {t(ms[k])}" for k in others)
+    return f"{name(key)}: {t(ms[key])}" + (f" vs {vs}" if vs else "") + f" on {where}"
 
 
 def artifact_shas(manifest: Manifest, candidates: Iterable[tuple[str, str]]) -> dict[str, str]:

@@ -169,7 +169,9 @@ class Pipeline:
     """Run a bundle on a source, writing rendered frames to a sink.
 
     ``bundle``, ``source`` and ``sink`` take a path/URI or an object (Bundle, Source, Sink);
-    ``backend`` a name ("auto", "onnxruntime", "tensorrt") or an unopened/opened Backend.
+    ``backend`` a name ("auto", "onnxruntime", "openvino", "tensorrt") or an unopened/opened Backend.
+    ``precision="auto"`` picks the fastest gated artifact measured on this machine (cached in the
+    manifest; see :mod:`segrt.runtime.auto_precision`).
     ``sink=None`` renders without writing anywhere. ``run()`` returns a :class:`RunSummary`;
     iterating yields a :class:`FrameResult` per frame (then ``.summary`` is set). A Pipeline
     runs once.
@@ -197,11 +199,16 @@ class Pipeline:
         self._overwrite = overwrite  # an existing output video is refused unless True
         self.sink: Sink | None = None
         self.precision = precision
+        self.auto_choice = None
+        if precision == "auto" and not isinstance(backend, Backend):
+            from segrt.runtime.auto_precision import resolve_auto
+            self.auto_choice = resolve_auto(self.bundle, backend=backend, threads=threads, echo=print)
+            self.precision, backend = self.auto_choice.precision, self.auto_choice.backend
         if isinstance(backend, Backend):
             self.backend = backend
         else:
             from segrt.runtime.backends.select import backend_for_bundle
-            self.backend = backend_for_bundle(self.bundle, backend=backend, precision=precision, threads=threads)
+            self.backend = backend_for_bundle(self.bundle, backend=backend, precision=self.precision, threads=threads)
         self.renderer = Renderer(self.manifest, view=view, alpha=alpha, legend=legend, shares=shares)
         self.max_frames = max_frames
         self.overlay_stats = overlay_stats

@@ -121,3 +121,28 @@ def test_cli_target_cpu(bundle, capsys):
     assert rc == 0
     out = capsys.readouterr().out
     assert "int8-cpu" in out and "format" in out
+
+
+def test_cpu_backends_prefer_the_cpu_graph_and_tensorrt_never_builds_it(bundle):
+    from segrt.export.trt_plan import engine_filename
+    from segrt.runtime.backends.openvino import openvino_available
+    from segrt.runtime.backends.select import backend_for_bundle
+    quantize_bundle(bundle, "int8", calib=CALIB, calib_frames=30, eval_frames=8, gate=97.0, max_fallback=4,
+                    progress=False, target="both")
+    b = Bundle.open(bundle.path)
+    said: list[str] = []
+    be = backend_for_bundle(b, backend="onnxruntime", precision="int8", echo=said.append)
+    assert be.onnx_path.name == "model.int8-cpu.onnx" and "int8-cpu" in said[-1]
+    exact = backend_for_bundle(b, backend="onnxruntime", precision="int8", prefer_cpu_int8=False)
+    assert exact.onnx_path.name == "model.int8.onnx"
+    with pytest.raises(ConfigError):
+        engine_filename("int8-cpu", "Orin", (8, 7), (10, 3))
+    frame = np.zeros((1, 48, 64, 3), np.uint8)
+    frame[:, :, :32, 2] = 255  # a red half
+    with be:
+        ort_mask = be.infer(frame)["mask"].copy()
+    if openvino_available():  # OpenVINO reads the Q/DQ graph natively
+        with backend_for_bundle(b, backend="openvino", precision="int8") as ov:
+            assert ov.onnx_path.name == "model.int8-cpu.onnx"
+            ov_mask = ov.infer(frame)["mask"]
+        assert (ov_mask == ort_mask).mean() > 0.95

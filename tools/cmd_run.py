@@ -17,10 +17,13 @@ def add_parser(subparsers) -> None:
     p.add_argument("--sink", default="null://", metavar="URI",
                    help="where rendered frames go (default null://); an image source's names are kept in a folder")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output video (refused otherwise)")
-    p.add_argument("--backend", default="auto", choices=("auto", "onnxruntime", "tensorrt"),
-                   help="inference backend; auto takes TensorRT when it and a GPU are present")
-    p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"),
-                   help="which of the bundle's models to run")
+    p.add_argument("--backend", default="auto", choices=("auto", "onnxruntime", "openvino", "tensorrt"),
+                   help="inference backend; auto takes TensorRT when it and a GPU are present (with --precision "
+                        "auto, on a CPU, the faster of ONNX Runtime and OpenVINO as measured here)")
+    p.add_argument("--precision", default="fp32", choices=("auto", "fp32", "fp16", "int8", "int8-cpu"),
+                   help="which of the bundle's models to run; auto: the fastest whose gate passed, measured here "
+                        "once and cached in the bundle per machine; on a CPU, int8 runs the CPU INT8 graph "
+                        "(int8-cpu) when the bundle has one")
     p.add_argument("--view", default="overlay", choices=("overlay", "mask", "side-by-side"),
                    help="what the sink receives")
     p.add_argument("--max-frames", type=int, default=None, metavar="N", help="stop after N frames")

@@ -133,19 +133,32 @@ def run_demo(out_dir: str | Path = "segrt-demo", *, model: str = DEFAULT_MODEL, 
         def step() -> StepResult:
             from segrt.calibration.api import quantize_bundle
             bundle: Bundle = state["bundle"]  # type: ignore[assignment]
-            if not force and _valid_precision(bundle, precision):
+            cpu_too = precision == "int8"  # the CPU INT8 graph comes from the same calibration
+            if not force and _valid_precision(bundle, precision) and (not cpu_too or _valid_precision(bundle, "int8-cpu")):
                 acc = bundle.manifest.artifacts[precision].accuracy or {}
-                return StepResult(f"quantize {precision}", "reused", 0, _accuracy_text(acc),
-                                  {f"{precision} model": str(bundle.onnx_path(precision))})
+                outputs = {f"{precision} model": str(bundle.onnx_path(precision))}
+                if cpu_too:
+                    outputs["int8-cpu model"] = str(bundle.onnx_path("int8-cpu"))
+                    acc_cpu = bundle.manifest.artifacts["int8-cpu"].accuracy or {}
+                    return StepResult(f"quantize {precision}", "reused", 0,
+                                      _accuracy_text(acc) + "; int8-cpu " + _accuracy_text(acc_cpu), outputs)
+                return StepResult(f"quantize {precision}", "reused", 0, _accuracy_text(acc), outputs)
             calib = source if user_source else CALIB_SOURCE
             eval_src = None if user_source else EVAL_SOURCE
             rep = quantize_bundle(bundle, precision, calib=calib if precision == "int8" else None,
                                   eval_source=eval_src if eval_src else (calib if precision == "fp16" else None),
                                   calib_frames=calib_frames, eval_frames=eval_frames, progress=False)
             state["bundle"] = Bundle.open(bundle.path)
-            acc = state["bundle"].manifest.artifacts[precision].accuracy or {}  # type: ignore[union-attr]
-            return StepResult(f"quantize {precision}", "done", 0, _accuracy_text(acc),
-                              {f"{precision} model": str(state["bundle"].onnx_path(precision))})  # type: ignore[union-attr]
+            fresh: Bundle = state["bundle"]  # type: ignore[assignment]
+            acc = fresh.manifest.artifacts[precision].accuracy or {}
+            detail = _accuracy_text(acc)
+            outputs = {f"{precision} model": str(fresh.onnx_path(precision))}
+            if precision == "int8" and "int8-cpu" in fresh.manifest.artifacts:
+                detail += "; int8-cpu " + _accuracy_text(fresh.manifest.artifacts["int8-cpu"].accuracy or {})
+                outputs["int8-cpu model"] = str(fresh.onnx_path("int8-cpu"))
+            elif precision == "int8" and rep.cpu is not None:
+                detail += "; int8-cpu below its gate, not kept"
+            return StepResult(f"quantize {precision}", "done", 0, detail, outputs)
         return step
 
     def engine_step() -> StepResult:
@@ -163,10 +176,13 @@ def run_demo(out_dir: str | Path = "segrt-demo", *, model: str = DEFAULT_MODEL, 
         bundle: Bundle = Bundle.open(bundle_dir)
         video = out / "overlay.mp4"
         summary = Pipeline(bundle, stream_source, str(video), view="overlay", legend=True, shares=True,
-                           max_frames=frames, threads=threads, overwrite=True).run()  # the demo's own output
+                           precision="auto", max_frames=frames, threads=threads,
+                           overwrite=True).run()  # the demo's own output
         state["summary"] = summary
         e2e = summary.stages.get("e2e")
-        detail = (f"{summary.frames} frames of {redact(stream_source)} at {summary.fps:.1f} FPS"
+        choice = summary.backend.get("precision", "?")
+        detail = (f"{summary.frames} frames of {redact(stream_source)} at {summary.fps:.1f} FPS ({choice}, chosen by "
+                  "--precision auto)"
                   + (f", end-to-end p50 {e2e.p50:.0f} ms" if e2e else ""))
         return StepResult("stream", "done", 0, detail, {"overlay video": str(video)})
 
@@ -174,7 +190,13 @@ def run_demo(out_dir: str | Path = "segrt-demo", *, model: str = DEFAULT_MODEL, 
         from segrt.tools.bench import bench_bundles
         from segrt.tools.report import format_table, write_all
         bundle: Bundle = Bundle.open(bundle_dir)
-        have = [p for p in ("fp32", *precisions) if p in bundle.manifest.artifacts]
+        arts = bundle.manifest.artifacts
+        # On a CPU, int8 means the CPU INT8 graph; the TensorRT-shaped one is listed only where
+        # TensorRT could run it (or when there is no CPU graph).
+        wanted = ["fp32", *precisions] + (["int8-cpu"] if "int8" in precisions else [])
+        if "int8-cpu" in arts and _tensorrt_skip_reason():
+            wanted = [p for p in wanted if p != "int8"]
+        have = [p for p in dict.fromkeys(wanted) if p in arts]
         result = bench_bundles([bundle.path], precisions=have, backends=("onnxruntime", "tensorrt"),
                                iters=bench_iters, warmup=3, threads=threads, e2e=False,
                                max_time_s=3.0, progress=False)

@@ -23,7 +23,7 @@ from segrt.runtime.backends.base import Backend
 from segrt.runtime.backends.onnxruntime import OnnxRuntimeBackend
 from segrt.runtime.bundle import Bundle
 from segrt.runtime.fsutil import sha256_file
-from segrt.runtime.manifest import EngineRecord
+from segrt.runtime.manifest import CPU_ONLY_PRECISIONS, EngineRecord
 from segrt.runtime.provenance import FALLBACK, OK, REBUILD, Decision, MachineInfo, check_engine, engines_for
 from segrt.runtime.trt_api import import_tensorrt, jetson_model
 
@@ -197,19 +197,26 @@ def _opened(backend: Backend) -> Backend:
 
 def backend_for_bundle(bundle: Bundle, *, backend: str = "auto", precision: str = "fp32",
                        threads: int | None = None, device: int = 0, cuda_graph: bool = False,
-                       rebuild: bool | None = None, echo: Callable[[str], None] | None = None) -> Backend:
+                       rebuild: bool | None = None, echo: Callable[[str], None] | None = None,
+                       prefer_cpu_int8: bool = True) -> Backend:
     """A backend for ``bundle`` at ``precision``; open it (or use ``with``: ``open()`` is idempotent).
 
     ``auto`` returns a TensorRT backend already opened (so that an ``open()`` failure
     falls back to ONNX Runtime here), any other backend unopened. ``rebuild`` (default:
-    True for auto, False for tensorrt) lets a stale or missing engine be rebuilt.
+    True for auto, False for tensorrt) lets a stale or missing engine be rebuilt. On a CPU
+    backend ``int8`` runs ``int8-cpu`` when the bundle has it (``prefer_cpu_int8``; a
+    benchmark that names artifacts exactly turns it off).
     """
+    if precision == "auto":
+        raise ConfigError("precision 'auto' must be resolved first",
+                          hint="segrt.runtime.auto_precision.resolve_auto(bundle) picks it")
     say = echo or log.info
     if backend not in BACKENDS:
         raise ConfigError(f"unknown backend {backend!r}", hint="use one of: " + ", ".join(BACKENDS))
     if backend == "openvino":
         from segrt.runtime.backends.openvino import OpenVinoBackend  # noqa: PLC0415 - optional
-        return OpenVinoBackend(bundle.onnx_path(cpu_artifact(bundle, precision, say)), threads=threads)
+        cpu_precision = cpu_artifact(bundle, precision, say) if prefer_cpu_int8 else precision
+        return OpenVinoBackend(bundle.onnx_path(cpu_precision), threads=threads)
     if backend == "tensorrt":
         return _tensorrt_backend(bundle, precision, device=device, cuda_graph=cuda_graph,
                                  rebuild=bool(rebuild), echo=say)
@@ -217,6 +224,8 @@ def backend_for_bundle(bundle: Bundle, *, backend: str = "auto", precision: str 
         machine, why = probe_machine(device)
         if why:
             log.debug("auto: ONNX Runtime (%s)", why)
+        elif precision in CPU_ONLY_PRECISIONS:
+            log.debug("auto: %s is a CPU artifact: ONNX Runtime", precision)
         elif any(e.precision == precision for e in bundle.manifest.engines):
             try:
                 return _opened(_tensorrt_backend(bundle, precision, device=device, cuda_graph=cuda_graph,
@@ -226,7 +235,8 @@ def backend_for_bundle(bundle: Bundle, *, backend: str = "auto", precision: str 
         else:
             say(f"no {precision} TensorRT engine in {bundle.path.name}: using ONNX Runtime "
                 f"(build one with: segrt build {bundle.path} --precision {precision})")
-    return OnnxRuntimeBackend(bundle.onnx_path(cpu_artifact(bundle, precision, say)), threads=threads)
+    cpu_precision = cpu_artifact(bundle, precision, say) if prefer_cpu_int8 else precision
+    return OnnxRuntimeBackend(bundle.onnx_path(cpu_precision), threads=threads)
 
 
 def cpu_artifact(bundle: Bundle, precision: str, say: Callable[[str], None] = log.info) -> str:

@@ -52,7 +52,7 @@ def backend_for_bench(bundle: Bundle, precision: str, backend_name: str, threads
     """An unopened backend, never building an engine mid-benchmark (that is ``segrt build``'s job)."""
     from segrt.runtime.backends.select import backend_for_bundle
 
-    return backend_for_bundle(bundle, backend=backend_name, precision=precision, threads=threads,
+    return backend_for_bundle(bundle, backend=backend_name, precision=precision, threads=threads, prefer_cpu_int8=False,
                               rebuild=False, echo=log.debug)
 
 

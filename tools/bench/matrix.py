@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from segrt.errors import ConfigError
+from segrt.errors import ConfigError, SegrtError
 from segrt.runtime.bundle import Bundle
 from segrt.runtime.manifest import PRECISIONS
 from segrt.tools.bench.cell import bench_cell
@@ -15,7 +15,8 @@ from segrt.tools.bench.inputs import SCENE_FRAMES, synthetic_frames
 from segrt.tools.bench.results import BenchResult, BenchSettings
 from segrt.tools.bench.timing import Progress
 
-BENCH_BACKENDS = ("onnxruntime", "tensorrt")
+BENCH_BACKENDS = ("onnxruntime", "tensorrt", "openvino")
+AUTO = "auto"  # the precision --precision auto picks for this machine and backend
 
 
 def _csv_list(values: Iterable[str] | str, allowed: Sequence[str], what: str) -> tuple[str, ...]:
@@ -64,7 +65,7 @@ def bench_bundles(paths: Sequence[str | os.PathLike[str]], *, precisions: Iterab
     from segrt.tools.envinfo import environment
 
     t_start = time.perf_counter()
-    precisions = _csv_list(precisions, PRECISIONS, "precision")
+    precisions = _csv_list(precisions, PRECISIONS + (AUTO,), "precision")
     backends = _csv_list(backends, BENCH_BACKENDS, "backend")
     settings = BenchSettings(iters=iters, warmup=warmup, max_time_s=max_time_s, cv_target=cv_target,
                              threads=threads, size=size, e2e=e2e, e2e_frames=e2e_frames)
@@ -79,8 +80,9 @@ def bench_bundles(paths: Sequence[str | os.PathLike[str]], *, precisions: Iterab
         for precision in precisions:
             for backend in backends:
                 bar.message(f"segrt bench: {label} ({bundle.manifest.name}) {precision} {backend}")
-                row = dataclasses.replace(bench_cell(bundle, precision, backend, settings, scene=scene, progress=bar),
-                                          label=label)
+                cell = _auto_cell(bundle, backend, settings, scene, bar) if precision == AUTO else \
+                    bench_cell(bundle, precision, backend, settings, scene=scene, progress=bar)
+                row = dataclasses.replace(cell, label=label)
                 if not row.ok:
                     bar.message(f"  {row.status}: {row.reason}")
                 rows.append(row)
@@ -90,3 +92,16 @@ def bench_bundles(paths: Sequence[str | os.PathLike[str]], *, precisions: Iterab
         pass
     return BenchResult(rows=tuple(rows), environment=env, settings=settings.to_dict(),
                        wall_s=time.perf_counter() - t_start)
+
+
+def _auto_cell(bundle: Bundle, backend: str, settings: BenchSettings, scene, bar: Progress):
+    """The row of the precision ``--precision auto`` picks here, labelled with why."""
+    from segrt.runtime.auto_precision import resolve_auto
+    from segrt.tools.bench.cell import _skip
+
+    try:
+        choice = resolve_auto(bundle, backend=backend, threads=settings.threads, echo=bar.message)
+    except SegrtError as exc:
+        return _skip(bundle, AUTO, backend, str(exc))
+    row = bench_cell(Bundle.open(bundle.path), choice.precision, choice.backend, settings, scene=scene, progress=bar)
+    return dataclasses.replace(row, note=f"auto: {choice.explain()}" + (f"; {row.note}" if row.note else ""))
