@@ -66,7 +66,7 @@ class OpenVinoBackend(Backend):
             model = core.read_model(str(self.onnx_path))
             self._compiled = core.compile_model(model, self.device, config)
         except Exception as exc:  # OpenVINO raises RuntimeError subclasses from C++
-            raise BackendError(f"OpenVINO cannot load {self.onnx_path}: {str(exc).strip().splitlines()[0][:300]}",
+            raise BackendError(f"OpenVINO cannot load {self.onnx_path}: {_reason(exc)}",
                                hint="the file may be corrupt; or run it with --backend onnxruntime") from exc
         self._request = self._compiled.create_infer_request()
         self._version = str(ov.get_version())
@@ -99,6 +99,15 @@ class OpenVinoBackend(Backend):
     def describe(self) -> dict[str, object]:
         return {"backend": self.name, "device": self.device, "openvino": self._version,
                 "threads": self.threads or "default", "onnx": self.onnx_path.name}
+
+
+def _reason(exc: Exception) -> str:
+    """The informative line of an OpenVINO exception (its first line is a C++ source location)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    for ln in lines:
+        if ln.startswith("-- "):  # the frontend's "failed operations" list
+            return ln[3:][:300]
+    return (lines[-1] if lines else type(exc).__name__)[:300]
 
 
 __all__ = ["OpenVinoBackend", "openvino_available"]

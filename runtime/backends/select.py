@@ -216,6 +216,11 @@ def backend_for_bundle(bundle: Bundle, *, backend: str = "auto", precision: str 
     if backend == "openvino":
         from segrt.runtime.backends.openvino import OpenVinoBackend  # noqa: PLC0415 - optional
         cpu_precision = cpu_artifact(bundle, precision, say) if prefer_cpu_int8 else precision
+        art = bundle.artifact(cpu_precision)
+        if art.details.get("format") == "qoperator":
+            raise BackendUnavailableError(
+                f"OpenVINO reads Q/DQ graphs, not ONNX Runtime's QOperator format; {art.path} was kept as QOperator "
+                "because it ran faster in ONNX Runtime here", hint="run it with --backend onnxruntime")
         return OpenVinoBackend(bundle.onnx_path(cpu_precision), threads=threads)
     if backend == "tensorrt":
         return _tensorrt_backend(bundle, precision, device=device, cuda_graph=cuda_graph,

@@ -1,0 +1,178 @@
+"""CPU INT8, fused-or-not and ``--precision auto`` on this CPU (issue #17), as ratios in one run.
+
+    python benchmarks/cpu_int8.py --workdir /tmp/ci8            # LR-ASPP 512x1024 and demo_unet 256x512
+    python benchmarks/cpu_int8.py --models demo_unet@256x512 --threads 2
+
+Per model it exports the fused and the unfused bundle, quantizes INT8 once with
+``--target both`` (the TensorRT-shaped ``int8`` and the CPU ``int8-cpu`` from the same
+calibration; the gate is reported, not enforced, since LR-ASPP has random weights here), then
+times, in interleaved rounds (see perf_targets.py), the per-frame work of the app on a 1080p
+frame: preprocess + inference + postprocess with ONNX Runtime (and OpenVINO when installed):
+
+* ``fp32_fused``, ``fp32_unfused`` (the runtime normalises and argmaxes), ``int8_trt_graph``
+  (Q/DQ, FP16 remainder), ``int8_cpu`` (the CPU graph, fused pre/post);
+* ``int8_cpu_speedup``: min(fp32 fused, fp32 unfused) / int8-cpu per round, median. Target >= 1.25;
+* ``fused_vs_unfused``: fp32 fused / unfused (> 1: the unfused graph plus the runtime's
+  pre/post is faster on this CPU);
+* the int8-cpu gate numbers: agreement with FP32, mIoU drop against labels (where the scene's
+  labels are the model's classes: demo_unet). Targets >= 99 %, <= 1 point;
+* the QDQ and QOperator times the quantizer measured when it chose the format;
+* pipeline FPS (threaded, synthetic 1080p) with ``--precision auto`` and with each precision
+  chosen by hand; ``auto_vs_best_by_hand`` target >= 1.0 (within the run's noise).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from perf_targets import bundle_for, interleave, p50, round_ratios, timed  # noqa: E402
+
+CALIB_URI = "synthetic://?size=1920x1080&frames=400&seed=11"
+EVAL_URI = "synthetic://?size=1920x1080&frames=40&seed=202"
+SCENE_URI = "synthetic://?size=1920x1080&frames={n}&seed=5"
+
+
+def say(msg: str) -> None:
+    print(f"# {msg}", file=sys.stderr, flush=True)
+
+
+def quantize_both(bundle, calib_frames: int, eval_frames: int):
+    from segrt.calibration.api import quantize_bundle
+    from segrt.runtime.bundle import Bundle
+
+    arts = bundle.manifest.artifacts
+    if "int8" in arts and "int8-cpu" in arts:
+        say(f"reusing int8 and int8-cpu of {bundle.path}")
+        return Bundle.open(bundle.path)
+    t = time.perf_counter()
+    rep = quantize_bundle(bundle.path, "int8", calib=CALIB_URI, eval_source=EVAL_URI, calib_frames=calib_frames,
+                          eval_frames=eval_frames, enforce_gate=False, progress=False, target="both")
+    b = Bundle.open(bundle.path)
+    if "int8-cpu" not in b.manifest.artifacts and rep.cpu is not None:  # below its gate: keep it for timing
+        from segrt.calibration.cpu_variant import register_cpu_variant
+        register_cpu_variant(b, rep.cpu, {"gate_failed": True}, {})
+    say(f"quantized int8 + int8-cpu in {time.perf_counter() - t:.0f} s")
+    return Bundle.open(bundle.path)
+
+
+def frame_step(bundle, precision: str, backend: str, frame: np.ndarray, threads: int | None):
+    """One app frame: preprocess, infer, decode the mask (what the pipeline's stages do)."""
+    from segrt.runtime.backends.select import backend_for_bundle
+    from segrt.runtime.postprocess import MaskDecoder
+    from segrt.runtime.preprocess import Preprocessor
+
+    be = backend_for_bundle(bundle, backend=backend, precision=precision, threads=threads, prefer_cpu_int8=False,
+                            echo=lambda _m: None)
+    be.open()
+    pre, dec = Preprocessor(bundle.manifest), MaskDecoder(bundle.manifest)
+    mask = np.zeros((bundle.manifest.input.height, bundle.manifest.input.width), np.uint8)
+
+    def step() -> None:
+        tensor, _ = pre.pre(frame)
+        dec.decode(be.infer(tensor), out=mask)
+    return step, be
+
+
+def pipeline_fps(bundle, precision: str, backend: str, frames: int, threads: int | None) -> float:
+    from segrt.runtime.pipeline import Pipeline
+    summary = Pipeline(bundle, SCENE_URI.format(n=frames), None, backend=backend, precision=precision,
+                       max_frames=frames, threads=threads).run()
+    return float(summary.fps)
+
+
+def measure_model(model: str, size, workdir: Path, args) -> dict:
+    from segrt.runtime.auto_precision import resolve_auto
+    from segrt.runtime.backends.openvino import openvino_available
+    from segrt.runtime.sources import open_source
+
+    tag = f"{model}@{size[0]}x{size[1]}"
+    fused = bundle_for(model, size, workdir / f"{model}-{size[0]}x{size[1]}-fused", True, say)
+    unfused = bundle_for(model, size, workdir / f"{model}-{size[0]}x{size[1]}-unfused", False, say)
+    fused = quantize_both(fused, args.calib_frames, args.eval_frames)
+    src = open_source(SCENE_URI.format(n=2))
+    src.open()
+    frame = src.read().image.copy()
+    src.close()
+    cells = {"fp32_fused": (fused, "fp32", "onnxruntime"), "fp32_unfused": (unfused, "fp32", "onnxruntime"),
+             "int8_trt_graph": (fused, "int8", "onnxruntime"), "int8_cpu": (fused, "int8-cpu", "onnxruntime")}
+    if openvino_available():
+        cells["ov_fp32_fused"] = (fused, "fp32", "openvino")
+        if fused.manifest.artifacts["int8-cpu"].details.get("format") == "qdq":  # OpenVINO reads Q/DQ only
+            cells["ov_int8_cpu"] = (fused, "int8-cpu", "openvino")
+    variants, backends = {}, []
+    for name, (b, p, be_name) in cells.items():
+        step, be = frame_step(b, p, be_name, frame, args.threads)
+        variants[name] = timed(step)
+        backends.append(be)
+    rounds = interleave(variants, args.rounds, args.per_round, 1, args.max_time, say)
+    for be in backends:
+        be.close()
+    out: dict = {"model": tag, "ms_p50": {n: round(p50(rounds, n) or float("nan"), 1) for n in variants}}
+    best_fp32 = [min(a, b) for a, b in zip(round_ratios(rounds, "fp32_fused", "int8_cpu"),
+                                            round_ratios(rounds, "fp32_unfused", "int8_cpu"))]
+    out["int8_cpu_speedup"] = round(float(np.median(best_fp32)), 2)
+    out["int8_cpu_speedup_range"] = [round(min(best_fp32), 2), round(max(best_fp32), 2)]
+    out["fused_vs_unfused"] = round(float(np.median(round_ratios(rounds, "fp32_fused", "fp32_unfused"))), 2)
+    if "ov_int8_cpu" in variants:  # > 1: OpenVINO slower than ONNX Runtime
+        out["openvino_vs_ort_int8_cpu"] = round(float(np.median(round_ratios(rounds, "ov_int8_cpu", "int8_cpu"))), 2)
+    if "ov_fp32_fused" in variants:
+        out["openvino_vs_ort_fp32"] = round(float(np.median(round_ratios(rounds, "ov_fp32_fused", "fp32_fused"))), 2)
+    art = fused.manifest.artifacts["int8-cpu"]
+    acc = art.accuracy or {}
+    out["int8_cpu_format"] = art.details.get("format")
+    out["int8_cpu_format_ms"] = art.details.get("format_ms")
+    out["int8_cpu_agreement"] = acc.get("agreement")
+    out["int8_cpu_miou_drop_vs_labels"] = acc.get("miou_drop_vs_labels")
+    out["int8_cpu_gate_passed"] = acc.get("passed")
+    # --precision auto against every precision by hand, in the threaded pipeline
+    choice = resolve_auto(fused, threads=args.threads, echo=say)
+    out["auto_choice"] = choice.explain()
+    by_hand = {"fp32": ("fp32", "onnxruntime"), "int8-cpu": ("int8-cpu", "onnxruntime")}
+    fps: dict[str, list[float]] = {k: [] for k in ["auto", *by_hand]}
+    for _ in range(2):
+        for name in fps:
+            p, be_name = ("auto", "auto") if name == "auto" else by_hand[name]
+            fps[name].append(pipeline_fps(fused, p, be_name, args.pipeline_frames, args.threads))
+    out["pipeline_fps"] = {k: round(float(np.median(v)), 2) for k, v in fps.items()}
+    best = max(v for k, v in out["pipeline_fps"].items() if k != "auto")
+    out["auto_vs_best_by_hand"] = round(out["pipeline_fps"]["auto"] / best, 3)
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default="lraspp_mobilenet_v3_large@512x1024,demo_unet@256x512")
+    ap.add_argument("--workdir", default="/tmp/segrt-cpu-int8")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--per-round", type=int, default=3, dest="per_round")
+    ap.add_argument("--max-time", type=float, default=120.0, dest="max_time")
+    ap.add_argument("--calib-frames", type=int, default=60, dest="calib_frames")
+    ap.add_argument("--eval-frames", type=int, default=16, dest="eval_frames")
+    ap.add_argument("--pipeline-frames", type=int, default=40, dest="pipeline_frames")
+    args = ap.parse_args()
+    from segrt.runtime.machine import this_cpu
+
+    workdir = Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    results = []
+    print(f"# segrt CPU INT8 benchmark on {this_cpu().describe()}, threads {args.threads or 'default'}")
+    for spec in args.models.split(","):
+        model, _, size = spec.partition("@")
+        h, w = (int(v) for v in size.split("x"))
+        r = measure_model(model, (h, w), workdir, args)
+        results.append(r)
+        for k, v in r.items():
+            print(f"{r['model']} {k}: {v}")
+    print("json: " + json.dumps({"cpu": this_cpu().describe(), "results": results}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
