@@ -53,7 +53,7 @@ def test_faster_format_keeps_the_faster_one():
 
 
 def test_both_targets_share_one_calibration(bundle):
-    rep = quantize_bundle(bundle, "int8", calib=CALIB, calib_frames=30, eval_frames=12, gate=97.0,
+    rep = quantize_bundle(bundle, "int8", calib=CALIB, calib_frames=30, eval_frames=16, gate=97.0,
                           max_fallback=4, progress=False, target="both")
     b = Bundle.open(bundle.path)
     trt, cpu = b.manifest.artifacts["int8"], b.manifest.artifacts["int8-cpu"]
@@ -77,7 +77,7 @@ def test_both_targets_share_one_calibration(bundle):
 
 
 def test_cpu_target_alone_writes_only_the_cpu_graph(bundle):
-    rep = quantize_bundle(bundle, "int8", calib=CALIB, calib_frames=30, eval_frames=12, gate=97.0,
+    rep = quantize_bundle(bundle, "int8", calib=CALIB, calib_frames=30, eval_frames=16, gate=97.0,
                           max_fallback=4, progress=False, target="cpu")
     b = Bundle.open(bundle.path)
     assert rep.precision == "int8-cpu" and rep.artifact is not None
@@ -87,7 +87,7 @@ def test_cpu_target_alone_writes_only_the_cpu_graph(bundle):
 
 def test_cpu_variant_below_the_gate_is_refused(bundle):
     with pytest.raises(AccuracyGateError, match="int8-cpu"):
-        quantize_bundle(bundle, "int8", calib=CALIB, calib_frames=30, eval_frames=12, gate=100.0,
+        quantize_bundle(bundle, "int8", calib=CALIB, calib_frames=30, eval_frames=16, gate=100.0,
                         max_fallback=0, progress=False, target="cpu")
     assert not (bundle.path / "model.int8-cpu.onnx").exists()
     assert "int8-cpu" not in Bundle.open(bundle.path).manifest.artifacts
@@ -103,7 +103,7 @@ def test_both_keeps_the_tensorrt_graph_when_the_cpu_one_fails(bundle, monkeypatc
         return res
 
     monkeypatch.setattr(api, "cpu_variant", failing)
-    rep = quantize_bundle(bundle, "int8", calib=CALIB, calib_frames=30, eval_frames=12, gate=97.0,
+    rep = quantize_bundle(bundle, "int8", calib=CALIB, calib_frames=30, eval_frames=16, gate=97.0,
                           max_fallback=0, progress=False, target="both")
     arts = Bundle.open(bundle.path).manifest.artifacts
     assert "int8" in arts and "int8-cpu" not in arts
@@ -117,7 +117,7 @@ def test_unknown_target_is_a_config_error(bundle):
 
 def test_cli_target_cpu(bundle, capsys):
     rc = main(["quantize", str(bundle.path), "--precision", "int8", "--target", "cpu", "--calib", CALIB,
-               "--calib-frames", "20", "--eval-frames", "12", "--gate", "95", "--max-fallback", "4", "--no-progress"])
+               "--calib-frames", "20", "--eval-frames", "16", "--gate", "95", "--max-fallback", "4", "--no-progress"])
     assert rc == 0
     out = capsys.readouterr().out
     assert "int8-cpu" in out and "format" in out
@@ -127,7 +127,7 @@ def test_cpu_backends_prefer_the_cpu_graph_and_tensorrt_never_builds_it(bundle):
     from segrt.export.trt_plan import engine_filename
     from segrt.runtime.backends.openvino import openvino_available
     from segrt.runtime.backends.select import backend_for_bundle
-    quantize_bundle(bundle, "int8", calib=CALIB, calib_frames=30, eval_frames=8, gate=97.0, max_fallback=4,
+    quantize_bundle(bundle, "int8", calib=CALIB, calib_frames=30, eval_frames=16, gate=97.0, max_fallback=4,
                     progress=False, target="both")
     b = Bundle.open(bundle.path)
     said: list[str] = []
