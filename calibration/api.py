@@ -363,7 +363,7 @@ def quantize_bundle(bundle: Bundle | str | os.PathLike[str], precision: str, *, 
         if target == "cpu":
             return _cpu_only(b, prepared, ranges, calibration, evaluator, plan, eval_set, gate_value, enforce_gate,
                              max_fallback, progress, threads, op_types, method, fp32_sha, warnings, t0,
-                             {"evidence": evidence, "allow_small_eval": allow_small_eval})
+                             {"evidence": evidence, "allow_small_eval": allow_small_eval, "gate_miou_drop": miou_gate})
 
     artifact_model, emulated, details = build(())
     baseline = evaluator.agreement(emulated)
@@ -448,7 +448,7 @@ def quantize_bundle(bundle: Bundle | str | os.PathLike[str], precision: str, *, 
     if precision == "int8" and target == "both" and ranges is not None:
         result.cpu = _cpu_beside(b, prepared, ranges, evaluator, eval_info, gate_value, max_fallback, progress,
                                  threads, op_types, excluded, details, warnings,
-                                 {"evidence": evidence, "allow_small_eval": allow_small_eval})
+                                 {"evidence": evidence, "allow_small_eval": allow_small_eval, "gate_miou_drop": miou_gate})
     result.seconds = time.perf_counter() - t0
     return result
 

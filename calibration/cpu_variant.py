@@ -73,6 +73,7 @@ def cpu_variant(bundle: Bundle, prepared: onnx.ModelProto, ranges: CalibrationRa
                 gate: float, max_fallback: int, progress: bool, threads: int | None,
                 op_types: Sequence[str] = DEFAULT_QUANT_OPS, start_excluded: Sequence[str] = (),
                 types: CpuQuantTypes | None = None, evidence: Any = None, allow_small_eval: bool = False,
+                gate_miou_drop: float | None = None,
                 timer: Callable[..., float] | None = None) -> CpuVariantResult:
     """Build the CPU INT8 graph (faster format here), gate it like ``int8``; nothing is written.
 
@@ -119,7 +120,7 @@ def cpu_variant(bundle: Bundle, prepared: onnx.ModelProto, ranges: CalibrationRa
                             vs_labels=compare_masks(masks, evaluator.eval_set.labels, n), ort_vs_fp32=vs_fp32)
     report = AccuracyReport(CPU_PRECISION, gate, evaluator.manifest.classes, [evaluator.fp32_row(), row],
                             {"frames": len(evaluator.eval_set), "labels": evaluator.eval_set.has_labels},
-                            evidence=evidence, allow_small_eval=allow_small_eval)
+                            evidence=evidence, allow_small_eval=allow_small_eval, gate_miou_drop=gate_miou_drop)
     details = {**conv.details(), "format_ms": format_ms, "cpu": this_cpu().describe(),
                "excluded_by_fallback": list(excluded)}
     if fallback is not None:
