@@ -73,7 +73,7 @@ class MaskRCNNExport(nn.Module):
         from torchvision.models.detection.image_list import ImageList
 
         if self.fused:
-            x = x.permute(0, 3, 1, 2).to(torch.float32)
+            x = x.to(torch.float32).permute(0, 3, 1, 2)  # cast first: TensorRT transposes no UINT8
             x = torch.index_select(x, 1, self.bgr_to_rgb) / 255.0
         x = (x - self.mean) / self.std
         h, w = int(x.shape[-2]), int(x.shape[-1])
