@@ -200,11 +200,23 @@ def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
 
 
+def detections_from_outputs(outputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """boxes, labels, scores, masks: the first ``num_detections`` rows when the outputs are padded."""
+    arrays = [np.asarray(v) for v in outputs]
+    if len(arrays) == 5:
+        k = int(arrays[4].reshape(-1)[0])
+        return [a[:k] for a in arrays[:4]]
+    return arrays[:4]
+
+
 def compare_instances(ref: Sequence[np.ndarray], got: Sequence[np.ndarray], *,
                       iou_thresh: float = 0.9) -> dict[str, Any]:
-    """Match ONNX detections to PyTorch ones (same label, best IoU, greedy in score order)."""
-    rb, rl, rs, rm = (np.asarray(v) for v in ref)
-    gb, gl, gs, gm = (np.asarray(v) for v in got)
+    """Match ONNX detections to PyTorch ones (same label, best IoU, greedy in score order).
+
+    Padded outputs (a fifth ``num_detections``) are cut to their detections first.
+    """
+    rb, rl, rs, rm = detections_from_outputs(ref)
+    gb, gl, gs, gm = detections_from_outputs(got)
     out: dict[str, Any] = {"torch_detections": int(len(rb)), "onnx_detections": int(len(gb))}
     pairs: list[tuple[int, int]] = []
     if len(rb) and len(gb):

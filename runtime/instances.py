@@ -19,7 +19,7 @@ import numpy as np
 from segrt.errors import BackendError
 from segrt.runtime.preprocess import Letterbox
 
-INSTANCE_OUTPUTS = ("boxes", "labels", "scores", "masks")
+INSTANCE_OUTPUTS = ("boxes", "labels", "scores", "masks", "num_detections")
 
 
 @dataclass(frozen=True, eq=False)
@@ -93,20 +93,27 @@ def instances_from_outputs(outputs: Mapping[str, np.ndarray], letterbox: Letterb
                            names: Sequence[str] = INSTANCE_OUTPUTS) -> list[Instance]:
     """Detections above ``score_threshold``, highest score first, with pasted masks in frame pixels.
 
-    ``names`` are the output tensor names for boxes, labels, scores, masks (the manifest's
-    ``output.names``).
+    ``names`` are the output tensor names (the manifest's ``output.names``): boxes, labels,
+    scores, masks and, for static-shape graphs, num_detections (rows past it are padding).
+    Bundles made before the static contract have no num_detections and exactly K rows.
     """
     try:
-        boxes, labels, scores, masks = (outputs[n] for n in names)
+        boxes, labels, scores, masks = (outputs[n] for n in names[:4])
+        # older bundles have no num_detections output and exactly K rows
+        count = int(np.asarray(outputs[names[4]]).reshape(-1)[0]) if len(names) > 4 and names[4] in outputs else None
     except KeyError as exc:
         raise BackendError(f"instance output {exc.args[0]!r} missing (got {', '.join(outputs)})",
-                           hint="instance bundles output boxes, labels, scores, masks") from None
+                           hint="instance bundles output boxes, labels, scores, masks, num_detections") from None
     scores = np.asarray(scores, dtype=np.float32).reshape(-1)
+    if count is not None:
+        if not 0 <= count <= scores.shape[0]:
+            raise BackendError(f"num_detections is {count} but the outputs have {scores.shape[0]} rows")
+        scores = scores[:count]
     k = scores.shape[0]
-    boxes = np.asarray(boxes, dtype=np.float32).reshape(k, 4)
-    labels = np.asarray(labels).reshape(k)
-    masks = np.asarray(masks)
-    if masks.shape[0] != k:
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)[:k]
+    labels = np.asarray(labels).reshape(-1)[:k]
+    masks = np.asarray(masks)[:k]
+    if masks.shape[0] != k or boxes.shape[0] != k or labels.shape[0] != k:
         raise BackendError(f"{k} detections but {masks.shape[0]} masks")
     # Unclipped: a box reaching into the letterbox padding keeps its geometry for the paste.
     frame_boxes = letterbox.boxes_to_frame(boxes, clip=False)

@@ -102,18 +102,30 @@ def torch_bundle(path: str | Path, height: int = 48, width: int = 64, *, fused: 
 
 def instances_bundle(path: str | Path, height: int, width: int, boxes: Sequence[Sequence[float]],
                      labels: Sequence[int], scores: Sequence[float], masks: np.ndarray,
-                     classes: Sequence[str] = ("__background__", "person", "car")) -> Bundle:
+                     classes: Sequence[str] = ("__background__", "person", "car"),
+                     rows: int | None = None) -> Bundle:
     """A bundle whose ONNX follows the instances contract and returns fixed detections.
 
     The graph really takes the uint8 ``frame`` (its mean brightness is added times 0 to the
     scores, so the input is consumed) and returns boxes/labels/scores/masks as Mask R-CNN does.
+    With ``rows`` it follows the static contract: outputs zero-padded to ``rows`` plus
+    ``num_detections``; without, the older one (exactly K rows).
     """
     path = Path(path)
     k = len(scores)
-    b = np.asarray(boxes, np.float32).reshape(k, 4)
-    lab = np.asarray(labels, np.int64).reshape(k)
-    sc = np.asarray(scores, np.float32).reshape(k)
-    m = np.asarray(masks, np.float32).reshape(k, 1, masks.shape[-2], masks.shape[-1])
+    if rows is not None:
+        def padded(a, dtype):
+            a = np.asarray(a, dtype).reshape(k, *np.shape(a)[1:])
+            return np.concatenate([a, np.zeros((rows - k, *a.shape[1:]), dtype)])
+        boxes, labels, scores = padded(boxes, np.float32), padded(labels, np.int64), padded(scores, np.float32)
+        masks = padded(masks, np.float32)
+        k_out = rows
+    else:
+        k_out = k
+    b = np.asarray(boxes, np.float32).reshape(k_out, 4)
+    lab = np.asarray(labels, np.int64).reshape(k_out)
+    sc = np.asarray(scores, np.float32).reshape(k_out)
+    m = np.asarray(masks, np.float32).reshape(k_out, 1, masks.shape[-2], masks.shape[-1])
     inits = [numpy_helper.from_array(b, "b"), numpy_helper.from_array(lab, "l"),
              numpy_helper.from_array(sc, "s"), numpy_helper.from_array(m, "m"),
              numpy_helper.from_array(np.zeros((1,), np.float32), "zero")]
@@ -126,13 +138,21 @@ def instances_bundle(path: str | Path, height: int, width: int, boxes: Sequence[
         helper.make_node("Identity", ["l"], ["labels"]),
         helper.make_node("Identity", ["m"], ["masks"]),
     ]
+    names = ("boxes", "labels", "scores", "masks")
+    extra_out = []
+    if rows is not None:
+        inits.append(numpy_helper.from_array(np.array([k], np.int64), "n"))
+        nodes.append(helper.make_node("Identity", ["n"], ["num_detections"]))
+        extra_out = [helper.make_tensor_value_info("num_detections", TensorProto.INT64, [1])]
+        names += ("num_detections",)
     graph = helper.make_graph(
         nodes, "fixed_instances",
         [helper.make_tensor_value_info("frame", TensorProto.UINT8, [1, height, width, 3])],
-        [helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [k, 4]),
-         helper.make_tensor_value_info("labels", TensorProto.INT64, [k]),
-         helper.make_tensor_value_info("scores", TensorProto.FLOAT, [k]),
-         helper.make_tensor_value_info("masks", TensorProto.FLOAT, [k, 1, m.shape[2], m.shape[3]])],
+        [helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [k_out, 4]),
+         helper.make_tensor_value_info("labels", TensorProto.INT64, [k_out]),
+         helper.make_tensor_value_info("scores", TensorProto.FLOAT, [k_out]),
+         helper.make_tensor_value_info("masks", TensorProto.FLOAT, [k_out, 1, m.shape[2], m.shape[3]]),
+         *extra_out],
         inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
@@ -141,7 +161,7 @@ def instances_bundle(path: str | Path, height: int, width: int, boxes: Sequence[
         name="fixed-instances", classes=tuple(classes), palette=default_palette(len(classes)),
         input=InputSpec(name="frame", height=height, width=width, layout="NHWC", dtype="uint8", fused=True),
         preprocess=PreprocessSpec(resize="letterbox"),
-        output=OutputSpec(kind="instances", names=("boxes", "labels", "scores", "masks"), num_classes=len(classes)))
+        output=OutputSpec(kind="instances", names=names, num_classes=len(classes)))
     bundle = Bundle.create(path, manifest)
     bundle.save_onnx("fp32", model)
     return bundle

@@ -47,25 +47,34 @@ def test_heavy_zoo_models_export_and_verify(tmp_path, name):
     _check_semantic(tmp_path, name, (64, 64))
 
 
-def _check_instances_contract(bundle, h, w):
+def _check_instances_contract(bundle, h, w, rows=100):
     m = bundle.manifest
-    assert m.output.kind == "instances" and m.output.names == ("boxes", "labels", "scores", "masks")
+    assert m.output.kind == "instances"
+    assert m.output.names == ("boxes", "labels", "scores", "masks", "num_detections")
     assert m.input.name == "frame" and m.input.dtype == "uint8" and (m.input.height, m.input.width) == (h, w)
     assert m.output.num_classes == 91 and m.classes[1] == "person"
+    import onnx
+
+    graph = onnx.load(str(bundle.onnx_path("fp32"))).graph
+    # static outputs: every dimension is a number, padded to `rows` (TensorRT preallocates them)
+    declared = {o.name: [d.dim_value if d.HasField("dim_value") else None for d in o.type.tensor_type.shape.dim]
+                for o in graph.output}
+    assert declared == {"boxes": [rows, 4], "labels": [rows], "scores": [rows], "masks": [rows, 1, 28, 28],
+                        "num_detections": [1]}, declared
     frame = np.random.default_rng(5).integers(0, 256, (1, h, w, 3), dtype=np.uint8)
-    boxes, labels, scores, masks = run_onnx(bundle.onnx_path("fp32"), {"frame": frame})
-    k = len(boxes)
-    assert boxes.dtype == np.float32 and boxes.shape == (k, 4)
-    assert labels.dtype == np.int64 and labels.shape == (k,) and scores.dtype == np.float32
-    assert masks.dtype == np.float32 and masks.shape == (k, 1, 28, 28)  # not pasted
+    boxes, labels, scores, masks, num = run_onnx(bundle.onnx_path("fp32"), {"frame": frame})
+    assert boxes.shape == (rows, 4) and labels.shape == (rows,) and masks.shape == (rows, 1, 28, 28)
+    k = int(num[0])
+    assert num.dtype == np.int64 and 0 <= k <= rows
+    assert not boxes[k:].any() and not labels[k:].any() and not scores[k:].any() and not masks[k:].any()
+    boxes, labels, scores, masks = boxes[:k], labels[:k], scores[:k], masks[:k]
+    assert boxes.dtype == np.float32 and labels.dtype == np.int64 and scores.dtype == np.float32
+    assert masks.dtype == np.float32  # 28x28 probabilities, not pasted
     if k:
         assert (boxes[:, 0] >= 0).all() and (boxes[:, 2] <= w).all() and (boxes[:, 3] <= h).all()
         assert (labels >= 1).all() and (np.diff(scores) <= 1e-6).all() and (scores >= 0.05).all()
         assert 0.0 <= masks.min() and masks.max() <= 1.0
-    import onnx
-
-    ops = {n.op_type for n in onnx.load(str(bundle.onnx_path("fp32"))).graph.node}
-    assert "Loop" not in ops  # no in-graph paste loop
+    assert "Loop" not in {n.op_type for n in graph.node}  # no in-graph paste loop
 
 
 @pytest.mark.slow

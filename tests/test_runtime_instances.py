@@ -92,6 +92,37 @@ def test_empty_detections():
     assert instances_from_outputs(outs, lb) == []
 
 
+def _padded(outs, rows):
+    """The static-shape contract: every output padded with zeros to ``rows`` plus num_detections."""
+    k = len(outs["scores"])
+    padded = {n: np.concatenate([a, np.zeros((rows - k, *a.shape[1:]), a.dtype)]) for n, a in outs.items()}
+    return {**padded, "num_detections": np.array([k], np.int64)}
+
+
+def test_padded_outputs_use_only_the_first_num_detections_rows():
+    lb = letterbox_for((64, 64), (64, 64), "stretch")
+    outs = _outputs([[8, 8, 40, 40], [40, 40, 60, 60]], [0.9, 0.8], [1, 2])
+    padded = _padded(outs, 100)
+    # rows past num_detections would pass a zero threshold: they must still be ignored
+    padded["scores"][2:] = 0.99
+    got = instances_from_outputs(padded, lb, score_threshold=0.0)
+    want = instances_from_outputs(outs, lb, score_threshold=0.0)
+    assert len(got) == 2 and [(i.label, i.score, i.box) for i in got] == [(i.label, i.score, i.box) for i in want]
+    assert all(np.array_equal(a.mask, b.mask) for a, b in zip(got, want))
+    empty = _padded({n: a[:0] for n, a in outs.items()}, 100)
+    assert instances_from_outputs(empty, lb, score_threshold=0.0) == []
+
+
+def test_a_num_detections_beyond_the_rows_is_an_error():
+    from segrt.errors import BackendError
+
+    lb = letterbox_for((64, 64), (64, 64), "stretch")
+    bad = _padded(_outputs([[8, 8, 40, 40]], [0.9]), 4)
+    bad["num_detections"] = np.array([5], np.int64)
+    with pytest.raises(BackendError, match="num_detections is 5 but the outputs have 4 rows"):
+        instances_from_outputs(bad, lb)
+
+
 def test_instance_rendering_draws_masks_boxes_and_labels():
     classes = ("__background__", "person", "car")
     m = Manifest(name="mrcnn", classes=classes, palette=default_palette(3),

@@ -155,10 +155,12 @@ def test_live_source_in_the_pipeline_drops_stale_frames(tiny, tmp_path):
     assert p.summary.dropped > 0 and seen[-1] - seen[0] > 14  # gaps: newest frame wins
 
 
-def test_instance_bundle_in_the_pipeline(tmp_path):
+@pytest.mark.parametrize("rows", [None, 100], ids=["k-rows", "static-100"])
+def test_instance_bundle_in_the_pipeline(tmp_path, rows):
     prob = np.zeros((2, 1, 28, 28), np.float32)
     prob[:, :, :, :14] = 0.9  # left half of each box
-    bundle = instances_bundle(tmp_path / "b", 64, 64, [[0, 16, 32, 48], [32, 24, 64, 40]], [1, 2], [0.9, 0.3], prob)
+    bundle = instances_bundle(tmp_path / "b", 64, 64, [[0, 16, 32, 48], [32, 24, 64, 40]], [1, 2], [0.9, 0.3], prob,
+                              rows=rows)
     # 160x80 frames letterboxed into 64x64: scale 0.4, content rows 16..48.
     p = Pipeline(bundle, "synthetic://?size=160x80&frames=3", tmp_path / "out.avi")
     results = list(p)
