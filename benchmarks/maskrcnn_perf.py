@@ -1,0 +1,176 @@
+"""Mask R-CNN performance targets, measured as ratios in one run (issue 18).
+
+    python benchmarks/maskrcnn_perf.py                          # both parts, 320x480, 1 thread
+    python benchmarks/maskrcnn_perf.py --part paste --instances 100
+    python benchmarks/maskrcnn_perf.py --part ort --size 320x480 --threads 2 --rounds 5
+
+* ``paste_draw_ms_1080p``: the runtime's ``instances_from_outputs`` (map boxes back to the
+  frame, resize each 28x28 probability into its box, threshold) plus ``Renderer.render``
+  (overlay, contours, boxes, labels, legend) for ``--instances`` detections on a 1920x1080
+  frame, model input 320x480 letterboxed; boxes of 2..40% of the frame side, seeded.
+  Target <= 5 ms (median over ``--repeats``).
+* ``ort_speedup_vs_torch``: PyTorch eager ``MaskRCNNExport`` (the exported module itself,
+  unfused float input, outputs padded to 100) / ONNX Runtime on the exported unfused graph,
+  same input, same thread count (``torch.set_num_threads`` and ORT intra-op threads).
+  Measured in interleaved rounds (order alternates); the ratio is the median of the
+  per-round ratios of medians. Random weights detect a full 100 boxes per image, which is the
+  worst case for the RoI heads. Target >= 1.0.
+
+Output: one ``# `` header line, ``key: value`` lines, then ``json: {...}`` with every figure.
+Wrap in ``flock /tmp/segrt-bench.lock`` on a shared machine and name the CPU beside figures.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def synthetic_outputs(n: int, model_hw: tuple[int, int], rows: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """``n`` detections padded to ``rows`` in the static instance contract, with blob-like masks."""
+    rng = np.random.default_rng(seed)
+    h, w = model_hw
+    side = rng.uniform(0.02, 0.4, (n, 2)) * (w, h)
+    x0 = rng.uniform(0, w - side[:, 0])
+    y0 = rng.uniform(0, h - side[:, 1])
+    boxes = np.zeros((rows, 4), np.float32)
+    boxes[:n] = np.stack([x0, y0, x0 + side[:, 0], y0 + side[:, 1]], 1)
+    yy, xx = np.mgrid[0:28, 0:28]
+    blob = np.exp(-(((xx - 13.5) / 9) ** 2 + ((yy - 13.5) / 11) ** 2)).astype(np.float32)
+    masks = np.zeros((rows, 1, 28, 28), np.float32)
+    masks[:n, 0] = blob
+    scores = np.zeros(rows, np.float32)
+    scores[:n] = np.sort(rng.uniform(0.5, 1.0, n))[::-1]
+    labels = np.zeros(rows, np.int64)
+    labels[:n] = rng.integers(1, 91, n)
+    return {"boxes": boxes, "labels": labels, "scores": scores, "masks": masks,
+            "num_detections": np.array([n], np.int64)}
+
+
+def paste_draw(n: int, repeats: int) -> dict:
+    from segrt.export.zoo import get_entry
+    from segrt.runtime.instances import INSTANCE_OUTPUTS, instances_from_outputs
+    from segrt.runtime.manifest import InputSpec, Manifest, OutputSpec, PreprocessSpec, default_palette
+    from segrt.runtime.preprocess import letterbox_for
+    from segrt.runtime.render import Renderer
+
+    classes = get_entry("maskrcnn_resnet50_fpn").classes
+    manifest = Manifest(name="bench", classes=classes, palette=default_palette(len(classes)),
+                        input=InputSpec(name="frame", height=320, width=480, layout="NHWC", dtype="uint8", fused=True),
+                        preprocess=PreprocessSpec(resize="letterbox"),
+                        output=OutputSpec(kind="instances", names=INSTANCE_OUTPUTS, num_classes=len(classes)))
+    outputs = synthetic_outputs(n, (320, 480), 100)
+    frame = np.random.default_rng(1).integers(0, 256, (1080, 1920, 3), dtype=np.uint8)
+    lb = letterbox_for((1920, 1080), (480, 320), "letterbox")
+    renderer = Renderer(manifest)
+    paste, draw = [], []
+    for _ in range(repeats + 2):
+        t0 = time.perf_counter()
+        inst = instances_from_outputs(outputs, lb, 0.5, names=INSTANCE_OUTPUTS)
+        t1 = time.perf_counter()
+        renderer.render(frame, inst, lb)
+        t2 = time.perf_counter()
+        paste.append((t1 - t0) * 1e3)
+        draw.append((t2 - t1) * 1e3)
+    paste, draw = paste[2:], draw[2:]
+    total = [p + d for p, d in zip(paste, draw)]
+    return {"instances": n, "paste_ms": round(statistics.median(paste), 3), "draw_ms": round(statistics.median(draw), 3),
+            "paste_draw_ms_1080p": round(statistics.median(total), 3)}
+
+
+def ort_vs_torch(size: tuple[int, int], threads: int, rounds: int, per_round: int, workdir: Path) -> dict:
+    import onnxruntime as ort
+    import torch
+
+    from segrt.export.api import export_bundle
+    from segrt.export.maskrcnn import MaskRCNNExport
+    from segrt.export.zoo import get_entry
+    from segrt.runtime.backends.onnxruntime import OnnxRuntimeBackend
+
+    torch.manual_seed(0)
+    bundle = export_bundle("maskrcnn_resnet50_fpn", workdir / "mrcnn", size=size, fuse=False, verify=False)
+    torch.manual_seed(0)
+    net = get_entry("maskrcnn_resnet50_fpn").build()
+    module = MaskRCNNExport(net, fused=False).eval()
+    torch.set_num_threads(threads)
+    h, w = size
+    x = np.random.default_rng(0).random((1, 3, h, w), dtype=np.float32)
+    xt = torch.from_numpy(x)
+    backend = OnnxRuntimeBackend(bundle.onnx_path("fp32"), threads=threads).open()
+    name = bundle.manifest.input.name
+
+    def run_torch():
+        with torch.inference_mode():
+            module(xt)
+
+    def run_ort():
+        backend.infer({name: x})
+
+    ratios, t_torch, t_ort = [], [], []
+    for r in range(rounds):
+        block = {}
+        for label, fn in (("torch", run_torch), ("ort", run_ort))[:: 1 if r % 2 == 0 else -1]:
+            fn()  # untimed: the other runtime's threads go quiet
+            times = []
+            for _ in range(per_round):
+                t0 = time.perf_counter()
+                fn()
+                times.append((time.perf_counter() - t0) * 1e3)
+            block[label] = statistics.median(times)
+        t_torch.append(block["torch"])
+        t_ort.append(block["ort"])
+        ratios.append(block["torch"] / block["ort"])
+    k = int(backend.infer({name: x})["num_detections"][0])
+    backend.close()
+    return {"size": f"{h}x{w}", "threads": threads, "detections": k, "ort_version": ort.__version__,
+            "torch_version": torch.__version__, "torch_ms": round(statistics.median(t_torch), 1),
+            "ort_ms": round(statistics.median(t_ort), 1),
+            "ort_speedup_vs_torch": round(statistics.median(ratios), 3),
+            "ratio_range": [round(min(ratios), 3), round(max(ratios), 3)]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--part", choices=("all", "paste", "ort"), default="all")
+    ap.add_argument("--instances", type=int, default=100)
+    ap.add_argument("--repeats", type=int, default=30)
+    ap.add_argument("--size", default="320x480")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=4)
+    ap.add_argument("--per-round", type=int, default=3)
+    ap.add_argument("--workdir", type=Path, default=None)
+    args = ap.parse_args()
+    h, w = (int(v) for v in args.size.lower().split("x"))
+    result = {"cpu": _cpu()}
+    print(f"# maskrcnn_perf on {result['cpu']}")
+    if args.part in ("all", "paste"):
+        result["paste"] = paste_draw(args.instances, args.repeats)
+        print(f"paste_draw_ms_1080p: {result['paste']['paste_draw_ms_1080p']} "
+              f"({args.instances} instances; paste {result['paste']['paste_ms']} + draw {result['paste']['draw_ms']})")
+    if args.part in ("all", "ort"):
+        with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+            result["ort"] = ort_vs_torch((h, w), args.threads, args.rounds, args.per_round, Path(tmp))
+        o = result["ort"]
+        print(f"ort_speedup_vs_torch: {o['ort_speedup_vs_torch']} (torch {o['torch_ms']} ms / ORT {o['ort_ms']} ms, "
+              f"{o['size']}, {o['threads']} thread(s), {o['detections']} detections)")
+    print("json: " + json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
