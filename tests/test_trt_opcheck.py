@@ -228,12 +228,9 @@ def _export_and_check(model: str, tmp_path, size, *, fuse: bool, quantize: bool)
     return checked
 
 
-# The fused graph's ArgMax -> Cast(UINT8) is an INT64 -> UINT8 cast, which ICastLayer does not
-# document (GPU desk review finding 15); the trtfix branch routes it through FLOAT. Until that
-# lands on main the fused checks are expected to name exactly that Cast.
-_FUSE = [pytest.param(True, id="fused", marks=pytest.mark.xfail(
-             reason="INT64->UINT8 mask cast until the ArgMax->Cast(FLOAT)->Cast(UINT8) fix lands", strict=False)),
-         pytest.param(False, id="unfused")]
+# The fused graph's mask cast goes ArgMax -> Cast(FLOAT) -> Cast(UINT8): an INT64 -> UINT8 cast
+# is not something ICastLayer documents (GPU desk review finding 15), and this check names it.
+_FUSE = [pytest.param(True, id="fused"), pytest.param(False, id="unfused")]
 
 
 @pytest.mark.parametrize("fuse", _FUSE)
@@ -260,3 +257,11 @@ def test_zoo_semantic_models_pass_every_release(model, fuse, tmp_path):
 def test_zoo_maskrcnn_passes_every_release(model, fuse, tmp_path):
     checked = _export_and_check(model, tmp_path, (192, 256), fuse=fuse, quantize=False)
     assert checked == [f"{model} fp32 {'fused' if fuse else 'unfused'}"]
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "unfused"])
+def test_the_selftest_tiny_model_passes_every_release(fused):
+    from segrt.tools.tiny_model import tiny_segmentation_onnx
+
+    found = check_releases(tiny_segmentation_onnx(fused=fused))
+    assert found == {r: [] for r in RELEASES}, found
