@@ -10,11 +10,14 @@ so memory stays flat on a dataset of any size. The result goes into the bundle's
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import queue
+import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -174,13 +177,59 @@ class _Run:
                              confusion=self.acc.confusion, infer_ms=1000.0 * self.infer_s / n)
 
 
+PREFETCH = 3  # frames decoded ahead of inference (bounded: memory stays flat)
+
+
+def _prefetched(source, total: int | None) -> Iterator:
+    """The source's frames, read and decoded by a helper thread while the backend runs (image and
+    PNG decoding release the GIL), at most :data:`PREFETCH` ahead. Errors surface in the caller."""
+    q: queue.Queue = queue.Queue(maxsize=PREFETCH)
+    stop = threading.Event()
+    end = object()
+
+    def reader() -> None:
+        try:
+            n = 0
+            for frame in source:
+                _ = frame.label  # make lazy labels here, off the inference thread
+                while not stop.is_set():
+                    try:
+                        q.put(frame, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                n += 1
+                if stop.is_set() or (total is not None and n >= total):
+                    break
+            q.put(end)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consuming thread, re-raised there
+            q.put(exc)
+
+    thread = threading.Thread(target=reader, name="segrt-eval-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is end:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a reader waiting on a full queue
+            with contextlib.suppress(queue.Empty):
+                q.get(timeout=0.05)
+        thread.join()
+
+
 def _stream(source, m, runs: list[_Run], total: int | None, progress: bool) -> int:
     pre = Preprocessor(m)
     to_label = LabelResolution()
     bar = progress_bar(total, "eval frames", enabled=progress)
     frames = 0
     try:
-        for frame in source:
+        for frame in _prefetched(source, total):
             label = frame.label
             if label is None:
                 raise SourceError(f"{source.uri}: frame {frame.index} has no label",
@@ -190,8 +239,6 @@ def _stream(source, m, runs: list[_Run], total: int | None, progress: bool) -> i
                 r.step(m.input.name, tensor, lb, label, to_label)
             frames += 1
             bar.update()
-            if total is not None and frames >= total:
-                break
     finally:
         bar.close()
     return frames

@@ -8,6 +8,7 @@ shipped graph detects nothing).
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from segrt.errors import ConfigError
+from segrt.errors import ConfigError, WeightsError
 from segrt.export.plan import (
     ExportPlan,
     defaults_from_entry,
@@ -25,6 +26,11 @@ from segrt.export.plan import (
 )
 from segrt.export.resolve import ModelTarget, build_factory_model, is_maskrcnn
 from segrt.export.spec import ModelSpec
+from segrt.export.torchvision_weights import (
+    fetch_torchvision_weights,
+    names_torchvision_weights,
+    resolve_torchvision_weights,
+)
 from segrt.runtime.bundle import onnx_filename
 from segrt.runtime.manifest import ShapeRange
 
@@ -47,6 +53,14 @@ def export_torch(target: ModelTarget, tmp: Path, *, name, weights, classes, num_
 
     entry = target.entry
     torch.manual_seed(SEED)
+    tv_weights = None
+    if names_torchvision_weights(weights):
+        if entry is None:
+            raise WeightsError(f"--weights {weights} needs a torchvision zoo model, not {target.label}",
+                               hint="pass a checkpoint file with --weights")
+        tv_weights = resolve_torchvision_weights(entry, weights)
+        classes = classes or tv_weights.categories
+        spec = dataclasses.replace(spec, mean=spec.mean or tv_weights.mean, std=spec.std or tv_weights.std)
     if entry is not None:
         n_cls = num_classes if num_classes is not None else (len(classes) if classes else entry.num_classes)
         net = entry.build(n_cls)
@@ -60,7 +74,9 @@ def export_torch(target: ModelTarget, tmp: Path, *, name, weights, classes, num_
                              size=size, spec=spec, fuse=fuse, dynamic=dynamic)
 
     winfo = None
-    if weights is not None:
+    if tv_weights is not None:
+        winfo = load_weights(net, fetch_torchvision_weights(tv_weights))
+    elif weights is not None:
         winfo = load_weights(net, weights)
     else:
         log.warning(RANDOM_INIT_WARNING.format(name=label))
@@ -81,7 +97,7 @@ def export_torch(target: ModelTarget, tmp: Path, *, name, weights, classes, num_
         log.warning("verification skipped (--no-verify): the ONNX was not compared with PyTorch")
 
     source = {**target.source, "num_classes": plan.num_classes, "random_init": winfo is None, "seed": SEED,
-              "weights": winfo.to_dict() if winfo else None,
+              "weights": ({**winfo.to_dict(), **(tv_weights.to_dict() if tv_weights else {})} if winfo else None),
               "params_count": int(sum(p.numel() for p in net.parameters())),
               "family": plan.family}
     return plan, onnx_path, source, export

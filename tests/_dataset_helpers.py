@@ -28,7 +28,7 @@ def make_voc(root: Path, n: int = 3, size=(40, 56), num_classes: int = 21, seed:
         cv2.imwrite(str(base / "JPEGImages" / f"{name}.jpg"), _image(rng, h, w))
         lab = rng.integers(0, num_classes, (h, w), dtype=np.uint8)
         lab[:, :2] = 255  # VOC's void border
-        im = Image.fromarray(lab, mode="P")
+        im = Image.frombytes("P", (w, h), lab.tobytes())
         im.putpalette(flat_palette)
         im.save(base / "SegmentationClass" / f"{name}.png")
         ids.append(name)

@@ -13,7 +13,9 @@ def add_parser(subparsers) -> None:
                     "The ONNX is checked against PyTorch with ONNX Runtime; on a mismatch nothing is written.")
     p.add_argument("model", metavar="MODEL", help="zoo name, package.module:factory, file.py:factory, or model.onnx")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="bundle folder to create (or replace)")
-    p.add_argument("--weights", metavar="CKPT", help="state_dict or checkpoint (.pth); default: random init")
+    p.add_argument("--weights", metavar="CKPT", help="state_dict or checkpoint (.pth); 'torchvision' for the zoo "
+                   "model's default torchvision weights, or a weights enum value (e.g. COCO_WITH_VOC_LABELS_V1); "
+                   "default: random init")
     p.add_argument("--num-classes", type=int, metavar="N", help="number of classes (output channels)")
     p.add_argument("--classes", metavar="NAMES", help="class names: voc, cityscapes or ade20k (names and official palette), names.txt (one per line) or a,b,c")
     p.add_argument("--classes-file", metavar="FILE", help="class names file (same as --classes FILE)")
@@ -66,7 +68,8 @@ def format_summary(bundle) -> str:
     elif src.get("random_init"):
         origin = "random init (no --weights)"
     else:
-        origin = f"weights {(src.get('weights') or {}).get('path')}"
+        w = src.get("weights") or {}
+        origin = f"weights {w.get('torchvision_weights') or w.get('path')}"
     lines = [f"model      {m.name} ({src.get('kind')}), {len(m.classes)} classes, {origin}",
              f"graph      {inp.name} {inp.dtype} {inp.layout} {inp.height}x{inp.width} -> {m.output.kind} "
              f"{'/'.join(m.output.names)}{' (dynamic ' + str(list(inp.dynamic.min)) + '..' + str(list(inp.dynamic.max)) + ')' if inp.dynamic else ''}",
