@@ -143,6 +143,11 @@ def run_demo(out_dir: str | Path = "segrt-demo", *, model: str = DEFAULT_MODEL, 
                     return StepResult(f"quantize {precision}", "reused", 0,
                                       _accuracy_text(acc) + "; int8-cpu " + _accuracy_text(acc_cpu), outputs)
                 return StepResult(f"quantize {precision}", "reused", 0, _accuracy_text(acc), outputs)
+            if precision == "int8":
+                from segrt.calibration.qdq import precomputed_ranges_unsupported
+                why = precomputed_ranges_unsupported()  # onnxruntime < 1.30 (Python 3.10 tops out at 1.23)
+                if why:
+                    return StepResult(f"quantize {precision}", "skipped", 0, why)
             calib = source if user_source else CALIB_SOURCE
             eval_src = None if user_source else EVAL_SOURCE
             rep = quantize_bundle(bundle, precision, calib=calib if precision == "int8" else None,
