@@ -11,7 +11,6 @@ import time
 
 import numpy as np
 
-from segrt.errors import EngineError
 from segrt.runtime import cuda_cudart
 from segrt.tools.acceptance import cuda_checks as cc
 from segrt.tools.doctor import FAIL, PASS
@@ -90,7 +89,8 @@ def pinned_buffers_and_events(ctx) -> tuple[str, str, dict]:
 
 
 def _graph_capture_failures(rt, s, block) -> dict:
-    """Two failed captures; after each the stream must leave capture mode and work again."""
+    """Two failed captures through the backend's handler (capture_or_none): each must give no
+    graph, leave no CUDA error behind, and leave the stream out of capture mode and usable."""
     def refused() -> bool:  # what TensorRT's enqueueV3 returns when it cannot enqueue
         return False
 
@@ -100,21 +100,17 @@ def _graph_capture_failures(rt, s, block) -> dict:
 
     out = {}
     for case, enqueue in (("enqueue returned False", refused), ("illegal call during capture", illegal)):
-        graph = cuda_cudart.CudaGraph(int(s))
-        try:
-            graph.capture(enqueue)
-            raised = ""
-        except EngineError as exc:
-            raised = str(exc)
-        last = rt.cudaGetLastError()[0]  # clears a non-sticky error left by the failed capture
+        graph = cuda_cudart.capture_or_none(int(s), enqueue, f"acceptance: {case}")
+        left_error = cuda_cudart.clear_error()  # capture_or_none must already have cleared it
         capturing = cc.is_capturing(s)
         cuda_cudart.check(rt.cudaMemsetAsync(block.dev_ptr, 0x11, block.nbytes, s), "cudaMemsetAsync")
         cc.copy_d2h(block, s)
         cuda_cudart.check(rt.cudaStreamSynchronize(s), "cudaStreamSynchronize")
         usable = bool((block.host == 0x11).all())
-        out[case] = {"refused": bool(raised) or not graph.ready, "message": raised, "last_error": str(last),
-                     "still_capturing": capturing, "stream_usable_after": usable}
-        graph.release()
+        out[case] = {"refused": graph is None, "error_left": left_error, "still_capturing": capturing,
+                     "stream_usable_after": usable}
+        if graph is not None:
+            graph.release()
     return out
 
 
@@ -143,7 +139,8 @@ def cuda_graph_capture_replay(ctx) -> tuple[str, str, dict]:
             failures = _graph_capture_failures(rt, s, block)
     finally:
         block.free()
-    handled = all(f["refused"] and not f["still_capturing"] and f["stream_usable_after"] for f in failures.values())
+    handled = all(f["refused"] and not f["error_left"] and not f["still_capturing"] and f["stream_usable_after"]
+                  for f in failures.values())
     data = {"replays": GRAPH_REPLAYS, "exact_replays": exact, "replay_ms": replay_ms, "failures": failures}
     ok = exact == GRAPH_REPLAYS and handled
     return (PASS if ok else FAIL), (f"{exact}/{GRAPH_REPLAYS} replays exact ({replay_ms:.3f} ms each incl. sync); "
