@@ -31,7 +31,7 @@ from segrt.calibration.collect import METHODS, CalibrationRanges, calibrate_rang
 from segrt.calibration.cpu_variant import CpuVariantResult, cpu_variant, register_cpu_variant
 from segrt.calibration.evaluate import EvalSet, agreement_with, collect_eval_set, compare_masks, predict_masks
 from segrt.calibration.evidence import evidence_from_masks
-from segrt.calibration.fp16 import DEFAULT_KEEP_FP32_OPS, fp16_conversion, fp32_emulation_from_fp16
+from segrt.calibration.fp16 import DEFAULT_KEEP_FP32_OPS, fp16_conversion, fp32_emulation_from_fp16, weights_note
 from segrt.calibration.gate import (
     AccuracyReport,
     PrecisionAccuracy,
@@ -112,8 +112,9 @@ class QuantizeReport:
         fp16 = d.get("fp16_pass") or {}
         if fp16:
             ops = ", ".join(f"{k} x{v}" for k, v in fp16.get("fp32_ops", {}).items()) or "none"
+            weights = weights_note(int(fp16.get("clamped_values") or 0), int(fp16.get("flushed_values") or 0))
             lines.append(f"FP16: {fp16.get('fp16_nodes')} nodes in FP16; kept in FP32: {ops}; "
-                         f"{fp16.get('casts_inserted')} casts; {fp16.get('clamped_values')} weights clamped")
+                         f"{fp16.get('casts_inserted')} casts" + (f"; {weights}" if weights else ""))
         if self.artifact is not None:
             lines.append(f"wrote {self.bundle / self.artifact.path} (sha256 {self.artifact.sha256[:12]})"
                          + ("" if self.passed else "  [gate FAILED, registered because the gate was disabled]"))
@@ -323,8 +324,9 @@ def quantize_bundle(bundle: Bundle | str | os.PathLike[str], precision: str, *, 
         err = AccuracyGateError(evidence_message(evidence.shortfalls())
                                 + (f"; {note.split(';')[0]}" if note else "")
                                 + f"; {onnx_filename(precision)} was not written",
-                                hint="give more varied --eval frames (or a longer --calib to hold out from), "
-                                     "or accept it explicitly with --allow-small-eval")
+                                hint=("give more varied --eval frames" if precision == "fp16" else
+                                      "give more varied --eval frames (or a longer --calib to hold out from)")
+                                     + ", or accept it explicitly with --allow-small-eval")
         raise err
     if evidence.meaningless_note():
         warnings.append(evidence.meaningless_note())

@@ -90,6 +90,10 @@ class Fp16Conversion:
     flushed_values: int  # 0 < |x| < 6e-8, became 0
     fp32_ops: dict[str, int] = field(default_factory=dict)  # op type -> kept count
 
+    def weights_note(self) -> str:
+        """One line on weights FP16 cannot hold (empty when every weight fits)."""
+        return weights_note(self.clamped_values, self.flushed_values)
+
     def summary(self) -> dict:
         return {
             "fp16_nodes": self.fp16_nodes,
@@ -100,6 +104,16 @@ class Fp16Conversion:
             "clamped_values": self.clamped_values,
             "flushed_values": self.flushed_values,
         }
+
+
+def weights_note(clamped: int, flushed: int) -> str:
+    """``N weight values beyond ±65504 were clamped; M ... became 0``, naming only non-zero counts."""
+    parts = []
+    if clamped:
+        parts.append(f"{clamped} weight values beyond ±65504 were clamped")
+    if flushed:
+        parts.append(f"{flushed} weight values below FP16's smallest subnormal became 0")
+    return "; ".join(parts)
 
 
 def _schema(node: onnx.NodeProto, opset: int):
@@ -348,10 +362,9 @@ def fp16_conversion(model: onnx.ModelProto, *, keep_fp32_ops: Iterable[str] = DE
         checked = onnx.shape_inference.infer_shapes(m, check_type=True, strict_mode=True)
     except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError) as exc:
         raise ValueError(f"FP16 pass produced an ill-typed graph: {exc}") from exc
-    if stats["clamped"]:
-        log.warning("fp16: %d weight values were beyond +-65504 and were clamped", stats["clamped"])
-    if stats["flushed"]:
-        log.info("fp16: %d non-zero weight values were below 6e-8 and became 0", stats["flushed"])
+    # counted, not printed: a sensitivity fallback converts the graph once per candidate layer;
+    # the caller reports the final model's counts once (see Fp16Conversion.weights_note)
+    log.debug("fp16: %d weight values clamped, %d became 0", stats["clamped"], stats["flushed"])
     fp32_ops: dict[str, int] = {}
     nodes_by_name = {n.name: n for n in m.graph.node}
     for name in kept:

@@ -148,6 +148,7 @@ def test_progress_reports_on_its_stream():
     assert stop == "stable" and len(a) == 5
     text = stream.getvalue()
     assert "segrt bench: tiny fp32 onnxruntime" in text and "tiny: infer" in text
+    assert "\r" not in text  # not a terminal: plain lines, no bar redrawn in place
     silent = io.StringIO()
     time_loop(lambda: (1.0,), BenchSettings(iters=5, warmup=0), label="x", progress=Progress(False, stream=silent))
     assert silent.getvalue() == ""

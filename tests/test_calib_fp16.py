@@ -84,7 +84,7 @@ def _graph(nodes, inits, inputs, outputs, opset=17):
 
 def test_overflow_prone_ops_kept_fp32_and_weights_clamped(caplog):
     w = np.full((4, 3, 1, 1), 0.5, np.float32)
-    w[0, 0, 0, 0] = 1e6  # beyond FP16: clamped, counted, warned
+    w[0, 0, 0, 0] = 1e6  # beyond FP16: clamped, counted
     w[1, 0, 0, 0] = 1e-9  # below FP16's smallest subnormal: becomes 0, counted
     nodes = [
         helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
@@ -95,10 +95,14 @@ def test_overflow_prone_ops_kept_fp32_and_weights_clamped(caplog):
     m = _graph(nodes, [numpy_helper.from_array(w, "w")],
                [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
                [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 4, 4])])
-    with caplog.at_level("WARNING"):
+    with caplog.at_level("INFO"):
         conv = fp16_conversion(m)
     assert conv.clamped_values == 1 and conv.flushed_values == 1
-    assert any("clamped" in r.getMessage() for r in caplog.records)
+    # counted, not logged per conversion (a fallback converts once per candidate layer): the
+    # caller prints the final model's one line
+    assert not caplog.records
+    assert conv.weights_note() == ("1 weight values beyond ±65504 were clamped; "
+                                   "1 weight values below FP16's smallest subnormal became 0")
     assert initializer(conv.model, "w").max() == np.float16(FP16_MAX)
     assert initializer(conv.model, "w")[1, 0, 0, 0] == 0
     assert conv.fp32_nodes["mean"].startswith("ReduceMean") and conv.fp32_nodes["softmax"].startswith("Softmax")

@@ -6,6 +6,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Callable, Sequence
 
+from segrt.calibration.progress import is_terminal
 from segrt.tools.bench.stats import stop_reason
 
 if TYPE_CHECKING:
@@ -13,7 +14,8 @@ if TYPE_CHECKING:
 
 
 class Progress:
-    """A progress bar over timed iterations: tqdm when installed, else a line every few seconds."""
+    """A progress bar over timed iterations: tqdm on a terminal when installed, else (a log
+    file, a pipe) a plain line every few seconds."""
 
     def __init__(self, enabled: bool, stream=None) -> None:
         self.enabled = enabled
@@ -27,9 +29,13 @@ class Progress:
         if not self.enabled:
             return
         self._label, self._n, self._last = label, 0, time.perf_counter()
-        try:
-            from tqdm import tqdm
-        except ImportError:
+        tqdm = None
+        if is_terminal(self.stream):  # off a terminal a bar's carriage returns make one endless line
+            try:
+                from tqdm import tqdm
+            except ImportError:
+                pass
+        if tqdm is None:
             print(f"  {label} ...", file=self.stream, flush=True)
             return
         self._bar = tqdm(desc=f"  {label}", unit="it", leave=False, file=self.stream,
