@@ -88,3 +88,13 @@ def test_bench_without_matplotlib_skips_only_the_chart(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "chart skipped: matplotlib is not installed" in proc.stdout
     assert (tmp_path / "out" / "bench.json").is_file() and not (tmp_path / "out" / "bench.png").exists()
+
+
+def test_accuracy_line_is_in_percent_and_flags_a_meaningless_agreement():
+    from segrt.tools.demo import _accuracy_text
+
+    acc = {"agreement": 0.9998, "miou_vs_labels": 0.966, "gate": 0.99, "passed": True,
+           "evidence": {"agreement_meaningful": True}}
+    assert _accuracy_text(acc) == "agreement with FP32 99.98%, mIoU vs labels 96.6%, gate 99.0% passed"
+    acc["evidence"]["agreement_meaningful"] = False
+    assert "meaningless" in _accuracy_text(acc)

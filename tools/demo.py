@@ -242,8 +242,10 @@ def _accuracy_text(acc: dict) -> str:
     parts = []
     if "agreement" in acc:
         parts.append(f"agreement with FP32 {100 * acc['agreement']:.2f}%")
-    if acc.get("miou_vs_labels") is not None:
-        parts.append(f"mIoU vs labels {acc['miou_vs_labels']:.3f}")
+        if (acc.get("evidence") or {}).get("agreement_meaningful") is False:
+            parts[-1] += " (meaningless: FP32 predicts one class almost everywhere)"
+    if acc.get("miou_vs_labels") is not None:  # percent, like the agreement (one unit everywhere)
+        parts.append(f"mIoU vs labels {100 * acc['miou_vs_labels']:.1f}%")
     if "gate" in acc:
         parts.append(f"gate {100 * acc['gate']:.1f}% {'passed' if acc.get('passed') else 'FAILED'}")
     return ", ".join(parts)
