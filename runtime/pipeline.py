@@ -6,13 +6,19 @@
     source.read(), pre  ──q_in──▶  backend.infer, decode  ──q_out──▶  render, sink.write ──▶ (iterator)
 
 Queues are bounded (``queue_size``), so a file source is paced by the slowest stage and
-never drops a frame, while a live source drops stale frames inside its grabber (the
-newest frame wins). Inference releases the GIL, so capture/pre/post of neighbouring
-frames overlap with it; preprocessing runs on the capture thread so the inference thread
-goes from one ``infer`` to the next with nothing in between (on a CPU backend every
-millisecond spent there is a millisecond the inference threads sit idle). Every frame is
-timed per stage (capture, pre, infer, post, sink) and end to end (capture timestamp ->
-written by the sink).
+never drops a frame: the capture thread reads and preprocesses ahead, and the inference
+thread goes from one ``infer`` to the next with nothing in between (on a CPU backend every
+millisecond spent there is a millisecond the inference threads sit idle). A file frame's
+end-to-end time therefore includes its wait in the queues, and is labelled as queued.
+
+A live source drops stale frames inside its grabber (the newest frame wins), and the
+pipeline takes a frame only on demand: the inference thread asks for one when it is ready,
+and only then does the capture thread take the newest captured frame and preprocess it. No
+frame waits ahead of inference, so a live frame's latency is about one processing time
+(pre + infer + post + sink) plus at most one frame interval, whatever the camera's rate.
+
+Every frame is timed per stage (capture, pre, infer, post, sink) and end to end (capture
+timestamp -> written by the sink).
 
 Buffers: input tensors, class masks and rendered images live in small rings sized so that
 a slot is never rewritten while a frame still in the pipeline (or the one the caller holds
@@ -32,7 +38,7 @@ import queue
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterator
 
 import numpy as np
@@ -44,14 +50,12 @@ from segrt.runtime.instances import Instance, instances_from_outputs
 from segrt.runtime.postprocess import MaskDecoder
 from segrt.runtime.preprocess import Letterbox, Preprocessor
 from segrt.runtime.render import Renderer
+from segrt.runtime.run_summary import STAGES, Ema, RunSummary, StageWindow, stats_text
 from segrt.runtime.sinks import NullSink, Sink, open_sink
 from segrt.runtime.sources import Frame, Source, open_source
-from segrt.runtime.stats import LatencyStats, summarize
 
 log = logging.getLogger("segrt.run")
 
-STAGES = ("capture", "pre", "infer", "post", "sink", "e2e")
-HISTORY = 1 << 16  # timing samples kept per stage (a sliding window: flat memory on long runs)
 _END = object()
 _POLL_S = 0.1
 _STATS_EVERY = 8  # frames between updates of the on-frame FPS/latency text
@@ -70,73 +74,7 @@ class FrameResult:
     label: np.ndarray | None
     letterbox: Letterbox
     timings: dict[str, float]  # ms per stage and "e2e"
-
-
-@dataclass(frozen=True)
-class RunSummary:
-    """What a run did: throughput, per-stage latency percentiles, and what was lost."""
-
-    frames: int
-    fps: float
-    wall_s: float
-    dropped: int
-    corrupt: int
-    stages: dict[str, LatencyStats]
-    backend: dict[str, Any]
-    source: str = ""
-    sink: str = ""
-    interrupted: bool = False
-    reconnects: int = 0
-    damage: str = ""  # what the corrupt count covers and what it cannot (the source's damage_note)
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "frames": self.frames, "fps": self.fps, "wall_s": self.wall_s, "dropped": self.dropped,
-            "corrupt": self.corrupt, "damage": self.damage, "interrupted": self.interrupted, "reconnects": self.reconnects,
-            "source": self.source, "sink": self.sink, "backend": dict(self.backend),
-            "stages": {k: v.to_dict() for k, v in self.stages.items()}, **self.extra,
-        }
-
-    def table(self) -> str:
-        """A plain-text table: one row per stage with p50/p90/p99/mean/max in ms, then totals."""
-        be = self.backend
-        head = [f"source   {self.source}", f"sink     {self.sink}",
-                "backend  " + " ".join(f"{k}={v}" for k, v in be.items())]
-        rows = [f"{'stage':<8} {'p50':>8} {'p90':>8} {'p99':>8} {'mean':>8} {'max':>8}   (ms)"]
-        for name in STAGES:
-            s = self.stages.get(name)
-            if s is None or s.count == 0:
-                continue
-            rows.append(f"{name:<8} {s.p50:8.2f} {s.p90:8.2f} {s.p99:8.2f} {s.mean:8.2f} {s.max:8.2f}")
-        tail = (f"frames {self.frames}  fps {self.fps:.2f}  wall {self.wall_s:.2f} s  dropped {self.dropped}"
-                f"  corrupt {self.corrupt}" + (f"  reconnects {self.reconnects}" if self.reconnects else "")
-                + ("  (interrupted; output finalised)" if self.interrupted else ""))
-        return "\n".join(head + [""] + rows + ["", tail] + ([f"damage   {self.damage}"] if self.damage else []))
-
-
-class _Window:
-    """The last HISTORY samples of one stage, preallocated."""
-
-    def __init__(self) -> None:
-        self.buf = np.zeros(HISTORY, np.float64)
-        self.n = 0
-
-    def add(self, v: float) -> None:
-        self.buf[self.n % HISTORY] = v
-        self.n += 1
-
-    def stats(self) -> LatencyStats:
-        return summarize(self.buf[: min(self.n, HISTORY)])
-
-
-class _Ema:
-    def __init__(self, k: float = 0.1) -> None:
-        self.k, self.v = k, None
-
-    def add(self, x: float) -> float:
-        self.v = x if self.v is None else self.v + self.k * (x - self.v)
-        return self.v
+    stats_text: str | None = None  # the FPS/latency text drawn on this frame (None with overlay_stats=False)
 
 
 @contextlib.contextmanager
@@ -225,10 +163,10 @@ class Pipeline:
         self._errors: list[BaseException] = []
         self._stop = threading.Event()  # abort: every thread leaves now
         self._stop_capture = threading.Event()  # graceful: no new frames, drain the rest
-        self._times = {s: _Window() for s in STAGES}
+        self._times = {s: StageWindow() for s in STAGES}
         self._frames_done = 0
         self._t_start = self._t_end = 0.0
-        self._ema = {k: _Ema() for k in ("interval", "e2e", "infer", "pre", "post")}
+        self._ema = {k: Ema() for k in ("interval", "e2e", "infer", "pre", "post")}
         self._last_done: float | None = None
 
     # ------------------------------------------------------------------ public API
@@ -295,8 +233,10 @@ class Pipeline:
             self._close_resources()
             raise
         q = self.queue_size
-        # A live frame waits at most one inference in q_in: latency stays bounded, the grabber drops the rest.
+        # Live: q_in holds at most the one frame taken on demand (below); the grabber drops the rest.
         self._q_in: queue.Queue = queue.Queue(1 if self.source.is_live else q)
+        # Live: the inference thread sets this when it is ready for a frame; only then is one taken.
+        self._demand = threading.Event()
         self._q_out: queue.Queue = queue.Queue(q)
         self._q_res: queue.Queue = queue.Queue(q)
         inp = self.manifest.input
@@ -421,9 +361,12 @@ class Pipeline:
     # ------------------------------------------------------------------ stages
     def _capture_loop(self) -> None:
         n = 0
+        live = self.source.is_live
         try:
             while not self._stop_capture.is_set():
                 if self.max_frames is not None and n >= self.max_frames:
+                    break
+                if live and not self._await_demand():
                     break
                 t0 = time.perf_counter()
                 frame = self.source.read()
@@ -438,9 +381,20 @@ class Pipeline:
         finally:
             self._put(self._q_in, _END)
 
+    def _await_demand(self) -> bool:
+        """Live sources: wait until inference is ready for a frame (False once capture must stop)."""
+        while not self._demand.wait(_POLL_S):
+            if self._stop_capture.is_set() or self._stop.is_set():
+                return False
+        self._demand.clear()
+        return not self._stop_capture.is_set()
+
     def _infer_loop(self) -> None:
         slot = 0
+        live = self.source.is_live
         while True:
+            if live:
+                self._demand.set()  # the capture thread now takes the newest frame for us
             item = self._get(self._q_in)
             if item is _END:
                 self._put(self._q_out, _END)
@@ -484,9 +438,10 @@ class Pipeline:
                     self._render_ring = [self.renderer.new_output((w, h)) for _ in range(n)]
                 out = self._render_ring[slot % len(self._render_ring)]
                 slot += 1
-                if self.overlay_stats and (text is None or self._frames_done % _STATS_EVERY == 0):
+                if self.overlay_stats and (text is None or self._ema["e2e"].v is None
+                                           or self._frames_done % _STATS_EVERY == 0):
                     # A few updates a second: readable figures, and the text is rasterised once per update.
-                    text = self._stats_text()
+                    text = stats_text(self._label, self._ema, self.source.is_live, timings)
                 try:
                     rendered = self.renderer.render(frame.image, drawn, lb, text, out=out)
                 except ConfigError:
@@ -505,7 +460,8 @@ class Pipeline:
                 timings["e2e"] = (t2 - frame.timestamp) * 1e3
                 self._record(timings, t2)
                 if self._iterating:
-                    res = FrameResult(frame.index, frame.image, mask, instances, rendered, frame.label, lb, timings)
+                    res = FrameResult(frame.index, frame.image, mask, instances, rendered, frame.label, lb, timings,
+                                      text)
                     if not self._put(self._q_res, res):
                         return
         finally:
@@ -523,15 +479,6 @@ class Pipeline:
         for k in ("e2e", "infer", "pre", "post"):
             e[k].add(timings[k])
 
-    def _stats_text(self) -> str:
-        e = self._ema
-        fps = 1.0 / e["interval"].v if e["interval"].v else 0.0
-        if e["e2e"].v is None:
-            return f"{self._label}\nwarming up"
-        return (f"{self._label}  {fps:5.1f} FPS\n"
-                f"latency {e['e2e'].v:6.1f} ms\n"
-                f"pre {e['pre'].v:.1f}  infer {e['infer'].v:.1f}  post {e['post'].v:.1f} ms")
-
     # ------------------------------------------------------------------ summary
     def _summary(self, interrupted: bool) -> RunSummary:
         n = self._frames_done
@@ -546,4 +493,5 @@ class Pipeline:
             source=self.source.describe(), sink=self.sink.describe() if self.sink else "",
             interrupted=interrupted, reconnects=int(getattr(self.source, "reconnects", 0)),
             damage=self.source.damage_note(),
+            live=self.source.is_live,
         )

@@ -1,18 +1,25 @@
 """The threaded pipeline end to end on real bundles: masks match PyTorch, timings, sinks, errors, live drops."""
 from __future__ import annotations
 
+import queue
+import re
+import threading
+import time
+
 import cv2
 import numpy as np
 import pytest
 
 from segrt.errors import ConfigError, SinkError, SourceError
+from segrt.runtime.backends.onnxruntime import OnnxRuntimeBackend
 from segrt.runtime.bundle import Bundle
 from segrt.runtime.pipeline import STAGES, FrameResult, Pipeline, RunSummary
 from segrt.runtime.sinks import open_sink
-from segrt.runtime.sources import open_source
+from segrt.runtime.sources import LiveSource, open_source
 from segrt.tools.tiny_model import reference_mask, tiny_bundle
 
-from _runtime_helpers import count_video_frames, instances_bundle, torch_bundle, torch_reference_mask
+from _runtime_helpers import (count_video_frames, frame_number, instances_bundle, numbered_frame, torch_bundle,
+                              torch_reference_mask)
 
 SYN = "synthetic://?size=160x96&fps=30&frames={n}&seed=1"
 
@@ -81,6 +88,8 @@ def test_run_summary_table(tiny, tmp_path):
     table = s.table()
     for word in ("capture", "infer", "e2e", "p99", "frames 12", "fps"):
         assert word in table
+    # A file is read ahead of the model: its end-to-end time is labelled as queueing, not latency.
+    assert "e2e*" in table and "queued behind the model" in table and not s.live
     assert s.to_dict()["stages"]["pre"]["count"] == 12
 
 
@@ -224,3 +233,105 @@ def test_a_backend_whose_infer_thread_is_still_running_is_not_closed(tiny):
     done = Pipeline(tiny, SYN.format(n=3), backend=OnnxRuntimeBackend(tiny.onnx_path("fp32"), threads=1))
     done.run()
     assert not done.backend.is_open  # a finished infer thread: the backend is closed as before
+
+
+# ------------------------------------------------------------------ live: the newest frame is inferred
+class _StepCamera:
+    """A camera that delivers frame i only when the test calls ``show(i)`` (a numbered image)."""
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue = queue.Queue()
+        self._released = threading.Event()
+        self.delivered = 0  # frames the grabber has taken
+
+    def show(self, *indices: int) -> None:
+        for i in indices:
+            self._queue.put(i)
+
+    def read(self):
+        while not self._released.is_set():
+            try:
+                i = self._queue.get(timeout=0.02)
+            except queue.Empty:
+                continue
+            self.delivered += 1
+            return True, numbered_frame(i, (64, 48))
+        return False, None
+
+    def release(self) -> None:
+        self._released.set()
+
+    def get(self, prop: int) -> float:
+        return {cv2.CAP_PROP_FRAME_WIDTH: 64.0, cv2.CAP_PROP_FRAME_HEIGHT: 48.0, cv2.CAP_PROP_FPS: 30.0}.get(prop, 0.0)
+
+
+class _GatedBackend(OnnxRuntimeBackend):
+    """ONNX Runtime that waits at each inference until the test lets it through: a model slower than the camera."""
+
+    def __init__(self, onnx_path) -> None:
+        super().__init__(onnx_path, threads=1)
+        self.started: queue.Queue = queue.Queue()
+        self.gate = threading.Semaphore(0)
+
+    def _infer(self, inputs):
+        self.started.put(True)
+        assert self.gate.acquire(timeout=10), "the test never released this inference"
+        return super()._infer(inputs)
+
+
+def _wait_until(cond, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
+def test_live_pipeline_infers_the_newest_captured_frame(tiny):
+    # While inference is busy the camera delivers a burst of frames; the next frame inferred must be
+    # the newest of them, never an older one held in a queue (issue 16: two stale frames waited).
+    camera = _StepCamera()
+    source = LiveSource("step://camera", lambda: camera, read_timeout_s=10)
+    backend = _GatedBackend(tiny.onnx_path("fp32"))
+    camera.show(0)
+    pipe = Pipeline(tiny, source, backend=backend, max_frames=4, overlay_stats=False)
+    inferred: queue.Queue = queue.Queue()
+    consumer = threading.Thread(target=lambda: [inferred.put(frame_number(r.frame)) for r in pipe], daemon=True)
+    consumer.start()
+    seen = []
+    for burst in [(1, 2, 3), (4, 5), (6, 7, 8, 9), ()]:
+        assert backend.started.get(timeout=10)  # inference is busy with a frame
+        camera.show(*burst)
+        if burst:
+            _wait_until(lambda: camera.delivered == burst[-1] + 1)  # the grabber has taken them all
+        time.sleep(0.05)  # time for a pipeline that reads ahead to take and preprocess a frame
+        backend.gate.release()
+        seen.append(inferred.get(timeout=10))
+    consumer.join(timeout=10)
+    assert not consumer.is_alive() and inferred.empty()  # max_frames ended the run
+    assert seen == [0, 3, 5, 9]  # each inference took the newest frame captured before it was ready
+    assert pipe.summary.dropped == 6 and pipe.summary.live
+
+
+def test_a_single_image_shows_its_stats(tiny, tmp_path):
+    # issue 16: a single image showed "warming up" instead of figures.
+    cv2.imwrite(str(tmp_path / "one.png"), np.full((48, 64, 3), 90, np.uint8))
+    results = [(r.stats_text, r.rendered.copy()) for r in Pipeline(tiny, tmp_path / "one.png")]
+    assert len(results) == 1
+    text, rendered = results[0]
+    assert "warming up" not in text
+    assert re.search(r"pre \d+\.\d +infer \d+\.\d ms", text), text
+    plain = next(iter(Pipeline(tiny, tmp_path / "one.png", overlay_stats=False)))
+    assert plain.stats_text is None and not np.array_equal(plain.rendered, rendered)  # the text is drawn
+
+
+def test_live_stats_say_latency_and_file_stats_say_queued(tiny):
+    live = [r.stats_text for r in Pipeline(tiny, "synthetic://?size=160x96&fps=200&frames=30&live=1")]
+    assert any("latency" in t for t in live) and not any("queued" in t for t in live)
+    files = [r.stats_text for r in Pipeline(tiny, SYN.format(n=12))]
+    assert any("queued" in t for t in files) and not any("latency" in t for t in files)
+
+
+def test_a_finite_live_source_ends_the_run(tiny):
+    # synthetic://?frames=N&live=1 has an end: the run finishes there (it was replayed forever).
+    s = Pipeline(tiny, "synthetic://?size=160x96&fps=100&frames=20&live=1").run()
+    assert s.live and s.reconnects == 0 and 1 <= s.frames <= 20 and s.frames + s.dropped == 20

@@ -221,14 +221,37 @@ def test_file_sources_do_not_drop(tmp_path):
     assert out == [0, 1, 2, 3, 4] and src.dropped_frames == 0
 
 
+class _UnpluggingCamera(PacedSyntheticCapture):
+    """A paced synthetic camera whose cable comes out after ``frames`` frames: reads fail, but its
+    content has not ended (a real camera has no end)."""
+
+    @property
+    def ended(self) -> bool:
+        return False
+
+
 def test_live_source_reopens_after_disconnect():
-    # A paced synthetic camera that "unplugs" after 5 frames; each reopen restarts it.
-    src = open_source("synthetic://?size=64x48&fps=200&frames=5&live=1&reconnect=3")
+    # A camera that "unplugs" after 5 frames; each reopen restarts it.
+    config = SyntheticConfig(width=64, height=48, fps=200, frames=5)
+    src = LiveSource("fake://cam", lambda: _UnpluggingCamera(config), reconnects=3, backoff_s=0.05)
     with src:
         got = [src.read() for _ in range(14)]
     assert src.reconnects >= 2
     assert all(isinstance(f, Frame) for f in got)
     assert [f.index for f in got] == sorted(f.index for f in got)
+
+
+def test_finite_live_source_ends_instead_of_reconnecting():
+    # synthetic://?frames=N&live=1 has a known end: after its last frame read() returns None (issue 16:
+    # it was "reopened" and replayed forever).
+    src = open_source("synthetic://?size=64x48&fps=200&frames=6&live=1")
+    t = time.perf_counter()
+    with src:
+        got = list(src)
+    assert time.perf_counter() - t < 5
+    assert src.reconnects == 0
+    assert got and got[-1].index == 5 and [f.index for f in got] == sorted({f.index for f in got})
+    assert len(got) + src.dropped_frames == 6
 
 
 def test_live_source_gives_up_after_bounded_reconnects():
@@ -239,7 +262,7 @@ def test_live_source_gives_up_after_bounded_reconnects():
         opens.append(time.perf_counter())
         if len(opens) > 1:
             raise SourceError("cannot open fake camera")  # the camera is gone
-        return PacedSyntheticCapture(config)
+        return _UnpluggingCamera(config)
 
     src = LiveSource("fake://cam", opener, reconnects=3, backoff_s=0.05, read_timeout_s=5)
     with src:
@@ -331,3 +354,38 @@ def test_synthetic_ground_truth_is_made_on_first_use():
         assert f.label.shape == (1080, 1920)
         np.testing.assert_array_equal(f.label, label)
         assert f.label is f.label  # made once, then kept
+
+
+# ------------------------------------------------------------------ http(s): a video file is a file
+@pytest.fixture()
+def http_folder(tmp_path):
+    """A local HTTP server for ``tmp_path``; yields its base URL."""
+    import functools
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(tmp_path)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_video_file_over_http_is_a_finite_file_source(tmp_path, http_folder):
+    write_video(tmp_path / "clip.avi", 9, size=(160, 120), fps=10)
+    src = open_source(f"{http_folder}/clip.avi")
+    assert isinstance(src, VideoFileSource) and not src.is_live
+    with src:
+        got = [frame_number(f.image) for f in src]
+    assert got == list(range(9))  # every frame once, then the end: not replayed as a live stream
+
+
+@pytest.mark.parametrize("uri", ["http://127.0.0.1:9/video.mjpg", "https://cam.example/stream", "rtsp://h/x.mp4"])
+def test_streams_over_the_network_stay_live(uri):
+    assert open_source(uri).is_live

@@ -22,13 +22,29 @@ class Capture(Protocol):
     def get(self, prop: int) -> float: ...
 
 
+def capture_ended(cap: Capture) -> bool:
+    """Whether a capture that stopped delivering came to the end of its content, rather than failing.
+
+    A capture can say so itself with an ``ended`` attribute; an OpenCV capture has ended when it
+    reports a frame count and has read that many. A camera or a live stream reports none, so a
+    stop there is a failure (and is reconnected).
+    """
+    ended = getattr(cap, "ended", None)
+    if ended is not None:
+        return bool(ended)
+    count = cap.get(cv2.CAP_PROP_FRAME_COUNT)
+    return count > 0 and cap.get(cv2.CAP_PROP_POS_FRAMES) >= count
+
+
 class LiveSource(Source):
     """A camera or stream. A grabber thread reads continuously and keeps only the newest frame.
 
     ``opener()`` returns an opened :class:`Capture` or raises :class:`SourceError`. When the
     capture stops delivering (unplugged camera, dropped stream), it is reopened after
     ``backoff_s * 2**k`` seconds (capped at 5 s) up to ``reconnects`` consecutive times; past
-    that, ``read()`` raises SourceError. A successful reopen resets the count.
+    that, ``read()`` raises SourceError. A successful reopen resets the count. A capture that
+    stopped because its content ended (:func:`capture_ended`) is not reopened: ``read()``
+    hands over the last frame, then returns None.
     """
 
     is_live = True
@@ -46,6 +62,7 @@ class LiveSource(Source):
         self._latest: tuple[np.ndarray, int, float] | None = None
         self._seq = 0
         self._error: BaseException | None = None
+        self._ended = False  # the content ended: no reconnect, read() returns None once drained
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._cap: Capture | None = None
@@ -68,6 +85,7 @@ class LiveSource(Source):
             log.info("%s: reports %dx%d, delivers %dx%d", self.uri, w, h, *self._size)
         self._stop.clear()
         self._error = None
+        self._ended = False
         self._latest = (img, 0, time.perf_counter())
         self._seq = 1
         self._thread = threading.Thread(target=self._grab_loop, name=f"segrt-grab:{self.uri}", daemon=True)
@@ -99,9 +117,15 @@ class LiveSource(Source):
                     self._seq += 1
                     self._cond.notify_all()
                 continue
-            # The stream stopped: reopen with backoff, a bounded number of consecutive times.
             if self._stop.is_set():
                 return
+            if self._cap is not None and capture_ended(self._cap):
+                log.info("%s: ended after %d frames", self.uri, self._seq)
+                with self._cond:
+                    self._ended = True
+                    self._cond.notify_all()
+                return
+            # The stream failed: reopen with backoff, a bounded number of consecutive times.
             if failures >= self.max_reconnects:
                 err = SourceError(f"{self.uri} disconnected and could not be reopened "
                                   f"({self.max_reconnects} attempts)",
@@ -134,7 +158,7 @@ class LiveSource(Source):
             while self._latest is None:
                 if self._error is not None:
                     raise self._error
-                if self._stop.is_set():
+                if self._stop.is_set() or self._ended:
                     return None
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:

@@ -66,8 +66,8 @@ class SyntheticSource(Source):
 class PacedSyntheticCapture:
     """The synthetic scene as a camera: frames appear in real time at the scene's fps.
 
-    With a finite ``frames`` it "disconnects" (read fails) after that many frames, which
-    is how the live reconnect logic is exercised without hardware.
+    With a finite ``frames`` its content ends after that many frames: ``read`` fails and
+    ``ended`` is True, so a live source finishes instead of reconnecting.
     """
 
     def __init__(self, config: Any) -> None:
@@ -90,6 +90,12 @@ class PacedSyntheticCapture:
         self._scene.render_into(self._i, img)  # a camera has no ground truth
         self._i += 1
         return True, img
+
+    @property
+    def ended(self) -> bool:
+        """Whether every frame of a finite scene has been delivered."""
+        n = getattr(self._config, "frames", None)
+        return bool(n) and self._i >= n
 
     def release(self) -> None:
         self._open = False

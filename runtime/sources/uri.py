@@ -18,6 +18,9 @@ from segrt.runtime.sources.live import LiveSource
 from segrt.runtime.sources.synthetic import PacedSyntheticCapture, SyntheticSource, synthetic_config_from_uri
 from segrt.runtime.sources.video import VideoFileSource
 
+# A URL whose path ends in one of these names a video file (finite, every frame), not a live stream.
+VIDEO_FILE_EXTS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".wmv", ".flv", ".ogv",
+                   ".3gp")
 URI_HELP = ("a video file, an image, a folder or glob of images, 0 or /dev/videoN or v4l2:///dev/videoN, "
             "rtsp://..., csi://N, gst://<pipeline>, synthetic://?size=WxH&fps=F&frames=N, "
             "voc://ROOT?split=val, cityscapes://ROOT?split=val, ade20k://ROOT?split=validation")
@@ -83,6 +86,8 @@ def open_source(uri: str | int | os.PathLike[str] | Source) -> Source:
             return LiveSource(uri, cv_opener(uri, pipe, cv2.CAP_GSTREAMER))
         if scheme in ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt"):
             params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, 5000, cv2.CAP_PROP_READ_TIMEOUT_MSEC, 5000]
+            if scheme in ("http", "https") and Path(urlsplit(uri).path).suffix.lower() in VIDEO_FILE_EXTS:
+                return VideoFileSource(uri, open_params=params)  # a video file served over http: finite
             return LiveSource(uri, cv_opener(uri, uri, cv2.CAP_FFMPEG, [(cv2.CAP_PROP_BUFFERSIZE, 1)], params))
         if scheme == "file":
             return open_source(urlsplit(uri).path)

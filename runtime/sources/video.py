@@ -5,6 +5,7 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import Sequence
 
 import cv2
 
@@ -14,13 +15,18 @@ from segrt.runtime.sources.base import (DEFAULT_IMAGE_FPS, MAX_CONSECUTIVE_BAD_F
 
 
 class VideoFileSource(Source):
-    """A video file read with OpenCV's FFmpeg backend. Every frame is delivered; corrupt ones are skipped and counted."""
+    """A video file read with OpenCV's FFmpeg backend. Every frame is delivered; corrupt ones are skipped and counted.
+
+    ``path`` is a local path or the URL of a video file served over http(s) (finite like any
+    file; ``open_params`` are OpenCV open parameters such as its network timeouts).
+    """
 
     supports_seek = True
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, open_params: Sequence[int] = ()) -> None:
         super().__init__(str(path))
-        self.path = Path(path)
+        self.path: Path | str = path if isinstance(path, str) and "://" in path else Path(path)
+        self._open_params = list(open_params)
         self._cap: cv2.VideoCapture | None = None
         self._pos = 0  # index of the frame the next successful read returns
         self.unreadable_frames = 0  # read() failed: skipped (also counted in corrupt_frames)
@@ -29,7 +35,9 @@ class VideoFileSource(Source):
         self._last_ms: float | None = None
 
     def _open(self) -> None:
-        cap = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG)
+        target = str(self.path)
+        cap = (cv2.VideoCapture(target, cv2.CAP_FFMPEG, self._open_params) if self._open_params
+               else cv2.VideoCapture(target, cv2.CAP_FFMPEG))
         if not cap.isOpened():
             cap.release()
             raise SourceError(f"cannot decode video {self.uri}",
