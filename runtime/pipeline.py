@@ -237,7 +237,8 @@ class Pipeline:
         self._q_in: queue.Queue = queue.Queue(1 if self.source.is_live else q)
         # Live: the inference thread sets this when it is ready for a frame; only then is one taken.
         self._demand = threading.Event()
-        self._q_out: queue.Queue = queue.Queue(q)
+        # Live: a frame waits behind at most one render+write (the post stage may be the slowest).
+        self._q_out: queue.Queue = queue.Queue(1 if self.source.is_live else q)
         self._q_res: queue.Queue = queue.Queue(q)
         inp = self.manifest.input
         # Ring sizes: see the module docstring; each covers every reference that can be alive.

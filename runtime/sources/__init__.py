@@ -12,8 +12,11 @@ Two delivery disciplines:
   evenly across a source with it);
 * live sources (V4L2, RTSP, CSI, GStreamer, ``synthetic://?live=1``) run a grabber
   thread that keeps only the newest frame: a slow consumer sees the latest frame and
-  the skipped ones are counted in ``dropped_frames``. A live source that stops
-  delivering is reopened with exponential backoff, a bounded number of times.
+  the skipped ones are counted in ``dropped_frames``. A live source that fails
+  (unplugged, dropped stream) is reopened with exponential backoff, a bounded number of
+  times; one whose content ends (``synthetic://?frames=N&live=1``) finishes there.
+
+A video file served over http(s) (its path ends in a video extension) is a file source.
 
 Frames are fresh arrays owned by the caller (sources never recycle a frame buffer).
 
