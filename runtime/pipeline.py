@@ -35,10 +35,8 @@ import contextlib
 import logging
 import os
 import queue
-import signal
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any, Iterator
 
 import numpy as np
@@ -46,11 +44,12 @@ import numpy as np
 from segrt.errors import ConfigError
 from segrt.runtime.backends.base import Backend
 from segrt.runtime.bundle import Bundle
-from segrt.runtime.instances import Instance, instances_from_outputs
+from segrt.runtime.instances import instances_from_outputs
 from segrt.runtime.postprocess import MaskDecoder
-from segrt.runtime.preprocess import Letterbox, Preprocessor
+from segrt.runtime.preprocess import Preprocessor
 from segrt.runtime.render import Renderer
-from segrt.runtime.run_summary import STAGES, Ema, RunSummary, StageWindow, stats_text
+from segrt.runtime.interrupts import signals_as_interrupt
+from segrt.runtime.run_summary import STAGES, Ema, FrameResult, RunSummary, StageWindow, stats_text
 from segrt.runtime.sinks import NullSink, Sink, open_sink
 from segrt.runtime.sources import Frame, Source, open_source
 
@@ -59,48 +58,6 @@ log = logging.getLogger("segrt.run")
 _END = object()
 _POLL_S = 0.1
 _STATS_EVERY = 8  # frames between updates of the on-frame FPS/latency text
-
-
-@dataclass
-class FrameResult:
-    """One processed frame. Arrays are owned by the pipeline and valid until the next
-    iteration step: copy what you keep (``np.copy(result.rendered)``)."""
-
-    index: int
-    frame: np.ndarray
-    mask: np.ndarray | None  # model-resolution class ids (semantic models)
-    instances: list[Instance] | None  # instance models
-    rendered: np.ndarray
-    label: np.ndarray | None
-    letterbox: Letterbox
-    timings: dict[str, float]  # ms per stage and "e2e"
-    stats_text: str | None = None  # the FPS/latency text drawn on this frame (None with overlay_stats=False)
-
-
-@contextlib.contextmanager
-def _signals_as_interrupt(pipeline: "Pipeline") -> Iterator[None]:
-    """On the main thread, SIGINT and SIGTERM raise KeyboardInterrupt for the run's duration,
-    except while the pipeline is closing its sink (a finalising video must not be cut short).
-
-    SIGINT is included because a process started in the background inherits it ignored,
-    and Ctrl-C/kill -INT must still finalise the recording.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, _frame: object) -> None:
-        pipeline.signals_received += 1
-        if pipeline._closing:
-            return
-        raise KeyboardInterrupt(signal.Signals(signum).name)
-
-    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
 
 
 class Pipeline:
@@ -173,7 +130,7 @@ class Pipeline:
     def run(self) -> RunSummary:
         """Process the whole source (or ``max_frames``); Ctrl-C/SIGTERM stop gracefully."""
         interrupted = False
-        with _signals_as_interrupt(self):
+        with signals_as_interrupt(self._on_signal):
             try:
                 self._start(iterating=False)
                 try:
@@ -206,6 +163,11 @@ class Pipeline:
             self._shutdown()
         self._raise_errors()
         self.summary = self._summary(False)
+
+    def _on_signal(self) -> bool:
+        """Count a SIGINT/SIGTERM; interrupt the run unless the sink is being closed (finalising a video)."""
+        self.signals_received += 1
+        return not self._closing
 
     def stop(self) -> None:
         """Ask a running pipeline to stop reading and drain (thread-safe)."""
@@ -419,6 +381,7 @@ class Pipeline:
     def _post_loop(self) -> None:
         slot = 0
         text: str | None = None
+        averaged = False  # whether ``text`` shows running averages (else the first frame's own times)
         try:
             while True:
                 item = self._get(self._q_out)
@@ -439,9 +402,9 @@ class Pipeline:
                     self._render_ring = [self.renderer.new_output((w, h)) for _ in range(n)]
                 out = self._render_ring[slot % len(self._render_ring)]
                 slot += 1
-                if self.overlay_stats and (text is None or self._ema["e2e"].v is None
-                                           or self._frames_done % _STATS_EVERY == 0):
+                if self.overlay_stats and (not averaged or self._frames_done % _STATS_EVERY == 0):
                     # A few updates a second: readable figures, and the text is rasterised once per update.
+                    averaged = self._ema["e2e"].v is not None
                     text = stats_text(self._label, self._ema, self.source.is_live, timings)
                 try:
                     rendered = self.renderer.render(frame.image, drawn, lb, text, out=out)

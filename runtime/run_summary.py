@@ -1,4 +1,4 @@
-"""What a pipeline run reports: per-stage timing windows, the run summary, and the on-frame stats text."""
+"""What a pipeline run reports: each frame's result, per-stage timing windows, the run summary, the on-frame text."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -6,6 +6,8 @@ from typing import Any
 
 import numpy as np
 
+from segrt.runtime.instances import Instance
+from segrt.runtime.preprocess import Letterbox
 from segrt.runtime.stats import LatencyStats, summarize
 
 STAGES = ("capture", "pre", "infer", "post", "sink", "e2e")
@@ -14,6 +16,22 @@ HISTORY = 1 << 16  # timing samples kept per stage (a sliding window: flat memor
 E2E_LIVE_NOTE = "e2e = capture -> written; live source: inference takes the newest frame, so this is the latency"
 E2E_FILE_NOTE = ("e2e includes time queued behind the model: a file source is read ahead, so it is not the "
                  "model's latency (pre+infer+post+sink is; a live source shows a camera's)")
+
+
+@dataclass
+class FrameResult:
+    """One processed frame. Arrays are owned by the pipeline and valid until the next
+    iteration step: copy what you keep (``np.copy(result.rendered)``)."""
+
+    index: int
+    frame: np.ndarray
+    mask: np.ndarray | None  # model-resolution class ids (semantic models)
+    instances: list[Instance] | None  # instance models
+    rendered: np.ndarray
+    label: np.ndarray | None
+    letterbox: Letterbox
+    timings: dict[str, float]  # ms per stage and "e2e"
+    stats_text: str | None = None  # the FPS/latency text drawn on this frame (None with overlay_stats=False)
 
 
 @dataclass(frozen=True)

@@ -325,7 +325,8 @@ def test_a_single_image_shows_its_stats(tiny, tmp_path):
 
 
 def test_live_stats_say_latency_and_file_stats_say_queued(tiny):
-    live = [r.stats_text for r in Pipeline(tiny, "synthetic://?size=160x96&fps=200&frames=30&live=1")]
+    live = [r.stats_text for r in Pipeline(tiny, "synthetic://?size=160x96&fps=100&frames=100000&live=1",
+                                           max_frames=6)]
     assert any("latency" in t for t in live) and not any("queued" in t for t in live)
     files = [r.stats_text for r in Pipeline(tiny, SYN.format(n=12))]
     assert any("queued" in t for t in files) and not any("latency" in t for t in files)

@@ -40,6 +40,9 @@ class VideoFileSource(Source):
                else cv2.VideoCapture(target, cv2.CAP_FFMPEG))
         if not cap.isOpened():
             cap.release()
+            if isinstance(self.path, str):  # a URL
+                raise SourceError(f"cannot open {self.uri}",
+                                  hint="check the URL is reachable and serves a video file OpenCV's FFmpeg can read")
             raise SourceError(f"cannot decode video {self.uri}",
                               hint="the file is not a video OpenCV's FFmpeg can read, or it is truncated "
                                    "(an mp4 cut short loses its index): re-record or remux it")
