@@ -17,7 +17,6 @@ times slower than FP32. The CPU variant is built from the *same* calibration ran
 from __future__ import annotations
 
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
@@ -130,9 +129,8 @@ def _write_ort_cache(ranges: CalibrationRanges, types: CpuQuantTypes, path: Path
     save_tensors_data(TensorsData(CalibrationMethod.MinMax, data), path)
 
 
-def median_ms_of(model: onnx.ModelProto, feed: Mapping[str, np.ndarray], *, threads: int | None = None,
-                 warmup: int = 2, iters: int = 7) -> float:
-    """Median ONNX Runtime CPU latency of ``model`` on ``feed`` (the session as the runtime opens it)."""
+def _cpu_session(model: onnx.ModelProto, threads: int | None):
+    """An ONNX Runtime CPU session opened as the runtime opens one."""
     import onnxruntime as ort
 
     from segrt.runtime.backends.onnxruntime import ORT_DISABLED_OPTIMIZERS
@@ -141,29 +139,29 @@ def median_ms_of(model: onnx.ModelProto, feed: Mapping[str, np.ndarray], *, thre
     if threads:
         so.intra_op_num_threads = threads
     so.log_severity_level = 3
-    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"],
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"],
                                 disabled_optimizers=list(ORT_DISABLED_OPTIMIZERS))
-    for _ in range(warmup):
-        sess.run(None, dict(feed))
-    times = []
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        sess.run(None, dict(feed))
-        times.append((time.perf_counter() - t0) * 1e3)
-    return float(np.median(times))
+
+
+def interleaved_ms(models: Mapping[str, onnx.ModelProto], feed: Mapping[str, np.ndarray], *,
+                   threads: int | None = None) -> dict[str, float]:
+    """Median ONNX Runtime CPU ms of each model on ``feed``, timed in alternating rounds."""
+    from segrt.runtime.auto_precision import interleaved_medians
+
+    sessions = {k: _cpu_session(m, threads) for k, m in models.items()}
+    return interleaved_medians({k: (lambda s=s: s.run(None, dict(feed))) for k, s in sessions.items()})
 
 
 def faster_format(build: Callable[[str], CpuInt8Conversion], feed: Mapping[str, np.ndarray], *,
                   threads: int | None = None,
-                  timer: Callable[..., float] = median_ms_of) -> tuple[CpuInt8Conversion, dict[str, float]]:
-    """Build the QDQ and QOperator graphs, time each here, return the faster and both timings."""
-    built, ms = {}, {}
-    for fmt in FORMATS:
-        built[fmt] = build(fmt)
-        ms[fmt] = round(timer(built[fmt].model, feed, threads=threads), 2)
+                  timer: Callable[..., dict[str, float]] = interleaved_ms) -> tuple[CpuInt8Conversion, dict[str, float]]:
+    """Build the QDQ and QOperator graphs, time both here (interleaved), return the faster and the timings."""
+    built = {fmt: build(fmt) for fmt in FORMATS}
+    ms = {k: round(v, 2) for k, v in timer({f: c.model for f, c in built.items()}, feed, threads=threads).items()}
     best = min(FORMATS, key=lambda f: ms[f])
     return built[best], ms
 
 
 __all__ = ["CPU_PRECISION", "FORMATS", "TARGETS", "CpuQuantTypes", "CpuInt8Conversion", "cpu_quant_types",
-           "cpu_int8_conversion", "faster_format", "median_ms_of"]
+           "cpu_int8_conversion", "faster_format", "interleaved_ms"]

@@ -30,7 +30,8 @@ log = logging.getLogger("segrt.auto")
 AUTO = "auto"
 CPU_BACKENDS = ("onnxruntime", "openvino")
 MEASURE_WARMUP = 2
-MEASURE_ITERS = 7
+MEASURE_ROUNDS = 4  # candidates take turns, so a change in the machine's load hits them all alike
+MEASURE_PER_ROUND = 3
 
 
 @dataclass(frozen=True)
@@ -151,17 +152,23 @@ def sample_input(manifest: Manifest) -> np.ndarray:
     return rng.standard_normal(shape).astype(manifest.input.dtype)
 
 
-def median_infer_ms(backend, frame: np.ndarray, warmup: int = MEASURE_WARMUP, iters: int = MEASURE_ITERS) -> float:
-    """Median wall time of ``backend.infer`` (opened here, closed after)."""
-    with backend:
+def interleaved_medians(calls: Mapping[str, Callable[[], object]], *, warmup: int = MEASURE_WARMUP,
+                        rounds: int = MEASURE_ROUNDS, per_round: int = MEASURE_PER_ROUND) -> dict[str, float]:
+    """Median ms of each call, timed in rounds that rotate the order (one untimed call before
+    each block lets the previous runtime's threads go idle)."""
+    names = list(calls)
+    for name in names:
         for _ in range(warmup):
-            backend.infer(frame)
-        times = []
-        for _ in range(iters):
-            t0 = time.perf_counter()
-            backend.infer(frame)
-            times.append((time.perf_counter() - t0) * 1e3)
-    return float(np.median(times))
+            calls[name]()
+    samples: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            calls[name]()
+            for _ in range(per_round):
+                t0 = time.perf_counter()
+                calls[name]()
+                samples[name].append((time.perf_counter() - t0) * 1e3)
+    return {n: float(np.median(v)) for n, v in samples.items()}
 
 
 def _runtime_versions(backends: Sequence[str]) -> str:
@@ -182,11 +189,12 @@ def installed_cpu_backends() -> list[str]:
 
 def resolve_auto(bundle: Bundle, *, backend: str = "auto", threads: int | None = None,
                  echo: Callable[[str], None] | None = None, save: bool = True,
-                 measure: Callable[[Bundle, str, str, int | None], float] | None = None) -> AutoChoice:
+                 measure: Callable[[Bundle, Sequence[tuple[str, str]], int | None],
+                                   tuple[dict[str, float], dict[str, str]]] | None = None) -> AutoChoice:
     """Choose the precision (and, with ``backend="auto"`` on a CPU, the backend) for this machine.
 
     Uses the manifest's cached decision for this machine when it was measured on the same
-    artifacts; otherwise times each candidate briefly (``measure``) and caches the result
+    artifacts; otherwise times the candidates briefly, interleaved (``measure``), and caches the result
     (``save``; a read-only bundle only logs that it could not). Prints the choice and why.
     """
     from segrt.runtime.backends.select import BACKENDS, probe_machine
@@ -223,13 +231,8 @@ def resolve_auto(bundle: Bundle, *, backend: str = "auto", threads: int | None =
         choice = AutoChoice(p, b, dict(rec["ms"]), where, cached=True, skipped=skipped)
         say(f"precision auto: {choice.explain()}")
         return choice
-    timer = measure or _measure
-    ms: dict[str, float] = {}
-    for p, b in candidates:
-        try:
-            ms[candidate_key(p, b)] = timer(bundle, p, b, threads)
-        except SegrtError as exc:
-            skipped[candidate_key(p, b)] = f"failed: {exc}"
+    ms, failed = (measure or measure_candidates)(bundle, candidates, threads)
+    skipped.update(failed)
     key = fastest(ms)
     p, b = key.split("/", 1)
     choice = AutoChoice(p, b, ms, where, cached=False, skipped=skipped)
@@ -239,10 +242,29 @@ def resolve_auto(bundle: Bundle, *, backend: str = "auto", threads: int | None =
     return choice
 
 
-def _measure(bundle: Bundle, precision: str, backend: str, threads: int | None) -> float:
+def measure_candidates(bundle: Bundle, candidates: Sequence[tuple[str, str]],
+                       threads: int | None) -> tuple[dict[str, float], dict[str, str]]:
+    """Median inference ms per ``precision/backend`` on this machine, and the candidates that
+    could not run here with the reason. Every backend is opened once, then timed interleaved."""
     from segrt.runtime.backends.select import backend_for_bundle
-    be = backend_for_bundle(bundle, backend=backend, precision=precision, threads=threads, echo=log.debug)
-    return median_infer_ms(be, sample_input(bundle.manifest))
+
+    frame = sample_input(bundle.manifest)
+    opened, failed = {}, {}
+    try:
+        for p, b in candidates:
+            key = candidate_key(p, b)
+            try:
+                be = backend_for_bundle(bundle, backend=b, precision=p, threads=threads, echo=log.debug,
+                                        prefer_cpu_int8=False)
+                be.open()
+                opened[key] = be
+            except SegrtError as exc:
+                failed[key] = f"cannot run here: {exc}"
+        ms = interleaved_medians({k: (lambda be=be: be.infer(frame)) for k, be in opened.items()})
+    finally:
+        for be in opened.values():
+            be.close()
+    return ms, failed
 
 
 def _save(bundle: Bundle, fingerprint: str, record: dict) -> None:
@@ -258,4 +280,4 @@ def _save(bundle: Bundle, fingerprint: str, record: dict) -> None:
 
 
 __all__ = ["AUTO", "AutoChoice", "cpu_candidates", "gpu_candidates", "fastest", "explain_choice", "cached_choice",
-           "record_for", "resolve_auto", "median_infer_ms", "sample_input", "passed_gate"]
+           "record_for", "resolve_auto", "interleaved_medians", "measure_candidates", "sample_input", "passed_gate"]

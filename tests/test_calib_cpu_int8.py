@@ -46,9 +46,12 @@ def test_faster_format_keeps_the_faster_one():
         built.append(fmt)
         return Conv(fmt)
 
-    conv, ms = faster_format(build, {}, timer=lambda model, feed, threads=None: {"qdq": 9.0, "qoperator": 4.0}[model])
+    def timer(table):
+        return lambda models, feed, threads=None: {f: table[m] for f, m in models.items()}
+
+    conv, ms = faster_format(build, {}, timer=timer({"qdq": 9.0, "qoperator": 4.0}))
     assert conv.format == "qoperator" and ms == {"qdq": 9.0, "qoperator": 4.0} and built == ["qdq", "qoperator"]
-    conv, _ = faster_format(build, {}, timer=lambda model, feed, threads=None: {"qdq": 3.0, "qoperator": 4.0}[model])
+    conv, _ = faster_format(build, {}, timer=timer({"qdq": 3.0, "qoperator": 4.0}))
     assert conv.format == "qdq"
 
 
@@ -146,3 +149,11 @@ def test_cpu_backends_prefer_the_cpu_graph_and_tensorrt_never_builds_it(bundle):
             assert ov.onnx_path.name == "model.int8-cpu.onnx"
             ov_mask = ov.infer(frame)["mask"]
         assert (ov_mask == ort_mask).mean() > 0.95
+
+
+def test_both_makes_the_cpu_graph_even_when_the_tensorrt_gate_is_overridden(bundle):
+    rep = quantize_bundle(bundle, "int8", calib=CALIB, calib_frames=30, eval_frames=16, gate=100.0,
+                          max_fallback=0, progress=False, enforce_gate=False, target="both")
+    arts = Bundle.open(bundle.path).manifest.artifacts
+    assert arts["int8"].accuracy["passed"] is False  # registered because the gate was disabled
+    assert rep.cpu is not None and not rep.cpu.passed and "int8-cpu" not in arts  # the CPU graph was tried, gated

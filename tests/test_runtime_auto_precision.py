@@ -89,9 +89,9 @@ def test_fingerprints_differ_by_machine_and_runtime():
 
 
 def _fake_timer(table, calls):
-    def measure(bundle, precision, backend, threads):
-        calls.append((precision, backend))
-        return table[precision]
+    def measure(bundle, candidates, threads):
+        calls.extend(candidates)
+        return {f"{p}/{b}": table[p] for p, b in candidates}, {}
     return measure
 
 
@@ -158,3 +158,13 @@ def test_pipeline_runs_what_auto_chose(bundle, capsys):
     summary = Pipeline(bundle, "synthetic://?size=96x64&frames=4&seed=3", None, precision="auto", max_frames=4).run()
     assert summary.frames == 4 and summary.backend["precision"] == "fp32"
     assert "precision auto: fp32" in capsys.readouterr().out
+
+
+def test_interleaved_medians_rotate_and_time_every_call():
+    order: list[str] = []
+    ms = auto.interleaved_medians({"a": lambda: order.append("a"), "b": lambda: order.append("b")},
+                                  warmup=1, rounds=2, per_round=2)
+    assert set(ms) == {"a", "b"} and all(v >= 0 for v in ms.values())
+    # warm-up a, b; round 1: a (untimed + 2), b (untimed + 2); round 2 starts with b
+    assert order[:2] == ["a", "b"] and order[2:5] == ["a"] * 3 and order[5:8] == ["b"] * 3
+    assert order[8:11] == ["b"] * 3
