@@ -24,10 +24,14 @@ def test_demo_end_to_end_then_reuse(tmp_path):
     bundle = Bundle.open(out / "bundles" / "demo_unet")
     for p in ("fp32", "fp16", "int8"):
         bundle.onnx_path(p, verify=True)
-    for p in ("fp16", "int8"):
+    for p in ("fp16", "int8", "int8-cpu"):
         acc = bundle.manifest.artifacts[p].accuracy
         assert acc["passed"] and acc["agreement"] >= 0.99
         assert acc["miou_vs_labels"] > 0.85  # the shipped model is trained; random weights score ~0.1
+    assert bundle.manifest.artifacts["int8-cpu"].details["target"] == "cpu"
+    # the benchmark has the CPU INT8 row; the stream ran what --precision auto chose, cached per machine
+    assert "int8-cpu" in report.bench_table and "chosen by --precision auto" in report.to_text()
+    assert len(bundle.manifest.speed) == 1
     cap = cv2.VideoCapture(str(out / "overlay.mp4"))
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 12
     assert (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))) == (1920, 1080)
