@@ -27,7 +27,7 @@ import numpy as np
 import onnx
 
 from segrt.calibration.collect import METHODS
-from segrt.calibration.cpu_variant import CpuVariantResult, cpu_variant, register_cpu_variant
+from segrt.calibration.cpu_variant import CpuVariantResult, cpu_variant, register_cpu_twins, register_cpu_variant
 from segrt.calibration.evaluate import collect_eval_set
 from segrt.calibration.evidence import evidence_from_masks
 from segrt.calibration.fp16 import DEFAULT_KEEP_FP32_OPS, fp16_conversion, fp32_emulation_from_fp16, weights_note
@@ -382,6 +382,7 @@ def _cpu_beside(b: Bundle, prepared, ranges, evaluator, eval_info, gate_value, m
     if cpu.passed:
         register_cpu_variant(b, cpu, _jsonable(_cpu_shared_details(details, gate_value, details.get("method", ""),
                                                                     op_types)), _jsonable(eval_info))
+        cpu.twins = register_cpu_twins(b, evaluator.eval_set.inputs)
     else:
         warnings.append(f"{CPU_PRECISION} agrees with FP32 on {100 * (cpu.accuracy.agreement or 0):.3f}% of pixels, "
                         f"below the gate: not written (use --target cpu --no-gate to keep it anyway)")
@@ -424,6 +425,8 @@ def _cpu_only(b: Bundle, prepared, ranges, calibration, evaluator, plan, eval_se
         b.update(b.manifest.replace(calibration=calibration))
     result.artifact = register_cpu_variant(b, cpu, _jsonable(_cpu_shared_details(details, gate_value, method, op_types)),
                                            _jsonable(eval_info))
+    if cpu.passed:
+        cpu.twins = register_cpu_twins(b, evaluator.eval_set.inputs)
     result.seconds = time.perf_counter() - t0
     return result
 

@@ -46,6 +46,7 @@ class CpuVariantResult:
     fallback: FallbackResult | None = None
     artifact: Artifact | None = None
     model: onnx.ModelProto | None = None
+    twins: dict[str, str] = field(default_factory=dict)  # unfused twins: precision -> what happened
 
     @property
     def passed(self) -> bool:
@@ -66,6 +67,7 @@ class CpuVariantResult:
             lines.append(f"{CPU_PRECISION}: wrote {self.artifact.path} (sha256 {self.artifact.sha256[:12]})")
         else:
             lines.append(f"{CPU_PRECISION}: not written (below the gate); the CPU runs fp32 or the int8 graph")
+        lines += [f"{p}: {what}" for p, what in self.twins.items()]
         return "\n".join(lines)
 
 
@@ -145,4 +147,30 @@ def register_cpu_variant(bundle: Bundle, result: CpuVariantResult, shared_detail
     return art
 
 
-__all__ = ["CpuVariantResult", "cpu_variant", "register_cpu_variant"]
+TWIN_MIN_AGREEMENT = 0.995  # the runtime multiplies by 1/std where the graph divides: a few pixels flip
+
+
+def register_cpu_twins(bundle: Bundle, frames) -> dict[str, str]:
+    """The unfused twins of fp32 and int8-cpu (see :mod:`segrt.calibration.unfuse`), each written
+    only when it agrees with its fused graph through the runtime's pre/post. Returns
+    precision -> what happened, for the report."""
+    from segrt.calibration.unfuse import UNFUSED_SUFFIX, register_unfused_twin
+
+    done: dict[str, str] = {}
+    if not bundle.manifest.input.fused:
+        return done
+    for precision in ("fp32", CPU_PRECISION):
+        if precision not in bundle.manifest.artifacts:
+            continue
+        try:
+            art = register_unfused_twin(bundle, precision, frames, TWIN_MIN_AGREEMENT)
+        except CalibrationError as exc:
+            done[precision + UNFUSED_SUFFIX] = f"not made: {exc.message}"
+            continue
+        done[precision + UNFUSED_SUFFIX] = (
+            f"wrote {art.path} (agrees with the fused graph on {100 * art.accuracy['twin_agreement']:.3f}%)"
+            if art is not None else "not written: it disagreed with the fused graph")
+    return done
+
+
+__all__ = ["CpuVariantResult", "cpu_variant", "register_cpu_variant", "register_cpu_twins"]

@@ -72,8 +72,8 @@ def cpu_candidates(manifest: Manifest, cpu: CpuInfo, backends: Sequence[str]) ->
     """(precision, backend) pairs worth timing on this CPU, and the others with the reason."""
     skipped: dict[str, str] = {}
     precisions = []
-    for p in sorted(manifest.artifacts, key=lambda k: ("fp32", "int8-cpu", "int8", "fp16").index(k)
-                    if k in ("fp32", "int8-cpu", "int8", "fp16") else 9):
+    order = ("fp32", "fp32-unfused", "int8-cpu", "int8-cpu-unfused", "int8", "fp16")
+    for p in sorted(manifest.artifacts, key=lambda k: order.index(k) if k in order else 9):
         if not passed_gate(manifest, p):
             skipped[p] = "its accuracy gate did not pass"
         elif p == "fp16" and not cpu.has_fp16_arithmetic:
@@ -142,16 +142,6 @@ def record_for(choice_key: str, ms: Mapping[str, float], shas: Mapping[str, str]
 
 
 # -- measuring ----------------------------------------------------------------------------------
-def sample_input(manifest: Manifest) -> np.ndarray:
-    """A deterministic non-constant frame in the graph's input type (the runtime's own preprocessing
-    is not what is being timed)."""
-    rng = np.random.default_rng(0)
-    shape = manifest.input.shape
-    if manifest.input.dtype == "uint8":
-        return rng.integers(0, 256, shape, dtype=np.uint8)
-    return rng.standard_normal(shape).astype(manifest.input.dtype)
-
-
 def interleaved_medians(calls: Mapping[str, Callable[[], object]], *, warmup: int = MEASURE_WARMUP,
                         rounds: int = MEASURE_ROUNDS, per_round: int = MEASURE_PER_ROUND) -> dict[str, float]:
     """Median ms of each call, timed in rounds that rotate the order (one untimed call before
@@ -242,14 +232,33 @@ def resolve_auto(bundle: Bundle, *, backend: str = "auto", threads: int | None =
     return choice
 
 
+CAMERA_FRAME = (1080, 1920)  # what the pipeline's preprocessing starts from
+
+
+def frame_step(manifest: Manifest, backend, frame: np.ndarray) -> Callable[[], object]:
+    """One frame of the pipeline's work for ``manifest``'s artifact: preprocess (resize, and the
+    normalisation an unfused graph leaves to the runtime), infer, decode the mask (the argmax of
+    an unfused graph). Fused and unfused forms are compared on this, not on the graph alone."""
+    from segrt.runtime.postprocess import MaskDecoder
+    from segrt.runtime.preprocess import Preprocessor
+
+    pre = Preprocessor(manifest)
+    if manifest.output.kind == "instances":
+        return lambda: backend.infer(pre.pre(frame)[0])
+    dec = MaskDecoder(manifest)
+    mask = np.zeros((manifest.input.height, manifest.input.width), np.uint8)
+    return lambda: dec.decode(backend.infer(pre.pre(frame)[0]), out=mask)
+
+
 def measure_candidates(bundle: Bundle, candidates: Sequence[tuple[str, str]],
                        threads: int | None) -> tuple[dict[str, float], dict[str, str]]:
-    """Median inference ms per ``precision/backend`` on this machine, and the candidates that
-    could not run here with the reason. Every backend is opened once, then timed interleaved."""
+    """Median ms of one pipeline frame (pre + infer + post) per ``precision/backend`` on this
+    machine, and the candidates that could not run here with the reason. Every backend is
+    opened once, then timed interleaved."""
     from segrt.runtime.backends.select import backend_for_bundle
 
-    frame = sample_input(bundle.manifest)
-    opened, failed = {}, {}
+    frame = np.random.default_rng(0).integers(0, 256, (*CAMERA_FRAME, 3), dtype=np.uint8)
+    opened, steps, failed = {}, {}, {}
     try:
         for p, b in candidates:
             key = candidate_key(p, b)
@@ -258,9 +267,10 @@ def measure_candidates(bundle: Bundle, candidates: Sequence[tuple[str, str]],
                                         prefer_cpu_int8=False)
                 be.open()
                 opened[key] = be
+                steps[key] = frame_step(bundle.manifest.for_precision(p), be, frame)
             except SegrtError as exc:
                 failed[key] = f"cannot run here: {exc}"
-        ms = interleaved_medians({k: (lambda be=be: be.infer(frame)) for k, be in opened.items()})
+        ms = interleaved_medians(steps)
     finally:
         for be in opened.values():
             be.close()
@@ -280,4 +290,4 @@ def _save(bundle: Bundle, fingerprint: str, record: dict) -> None:
 
 
 __all__ = ["AUTO", "AutoChoice", "cpu_candidates", "gpu_candidates", "fastest", "explain_choice", "cached_choice",
-           "record_for", "resolve_auto", "interleaved_medians", "measure_candidates", "sample_input", "passed_gate"]
+           "record_for", "resolve_auto", "interleaved_medians", "measure_candidates", "frame_step", "passed_gate"]

@@ -14,10 +14,11 @@ from segrt.errors import ManifestError
 from segrt.runtime.redact import redacted_tree
 
 SCHEMA_VERSION = 1
-PRECISIONS = ("fp32", "fp16", "int8", "int8-cpu")
+PRECISIONS = ("fp32", "fp16", "int8", "int8-cpu", "fp32-unfused", "int8-cpu-unfused")
 # Artifacts made for one kind of device: ``int8-cpu`` (FP32 remainder, U8/S8 Q/DQ) is ONNX
-# Runtime/OpenVINO on a CPU; TensorRT never builds it. The others run anywhere.
-CPU_ONLY_PRECISIONS = ("int8-cpu",)
+# Runtime/OpenVINO on a CPU; TensorRT never builds it; ``*-unfused`` are the fused graphs without
+# their pre/post (the runtime does it), for CPUs where that is faster. The others run anywhere.
+CPU_ONLY_PRECISIONS = ("int8-cpu", "fp32-unfused", "int8-cpu-unfused")
 ENGINE_PRECISIONS = ("fp32", "fp16", "int8")
 OUTPUT_KINDS = ("mask", "logits", "instances")
 RESIZE_POLICIES = ("stretch", "letterbox")
@@ -321,6 +322,16 @@ class Manifest:
         for key, art in self.artifacts.items():
             if key != art.precision:
                 raise ManifestError(f"artifacts: key {key!r} holds a {art.precision} artifact")
+
+    def for_precision(self, precision: str) -> "Manifest":
+        """The manifest as the runtime needs it for one artifact: an artifact with its own I/O
+        (``details.io``: an unfused twin of a fused graph) brings its input and output spec."""
+        art = self.artifacts.get(precision)
+        io = art.details.get("io") if art is not None else None
+        if not io:
+            return self
+        return dataclasses.replace(self, input=InputSpec.from_dict(io["input"]),
+                                   output=OutputSpec.from_dict(io["output"]))
 
     def with_artifact(self, artifact: Artifact) -> "Manifest":
         arts = dict(self.artifacts)

@@ -99,6 +99,7 @@ class Pipeline:
             from segrt.runtime.auto_precision import resolve_auto
             self.auto_choice = resolve_auto(self.bundle, backend=backend, threads=threads, echo=print)
             self.precision, backend = self.auto_choice.precision, self.auto_choice.backend
+        self.manifest = self.manifest.for_precision(self.precision)  # an unfused twin brings its own I/O
         if isinstance(backend, Backend):
             self.backend = backend
         else:

@@ -11,7 +11,7 @@ from _calib_helpers import colour_bundle, synthetic
 from segrt.calibration.api import quantize_bundle
 from segrt.calibration.evaluate import session
 from segrt.calibration.qdq_cpu import cpu_quant_types, faster_format
-from segrt.errors import AccuracyGateError, ConfigError
+from segrt.errors import AccuracyGateError, BackendUnavailableError, ConfigError
 from segrt.runtime.bundle import Bundle
 from segrt.runtime.machine import cpu_info_from_text
 from segrt.tools.cli import main
@@ -84,7 +84,7 @@ def test_cpu_target_alone_writes_only_the_cpu_graph(bundle):
                           max_fallback=4, progress=False, target="cpu")
     b = Bundle.open(bundle.path)
     assert rep.precision == "int8-cpu" and rep.artifact is not None
-    assert set(b.manifest.artifacts) == {"fp32", "int8-cpu"}
+    assert set(b.manifest.artifacts) == {"fp32", "int8-cpu", "fp32-unfused", "int8-cpu-unfused"}  # no TensorRT int8
     assert json.loads((bundle.path / b.manifest.calibration["ranges_file"]).read_text())["amax"]
 
 
@@ -144,11 +144,34 @@ def test_cpu_backends_prefer_the_cpu_graph_and_tensorrt_never_builds_it(bundle):
     frame[:, :, :32, 2] = 255  # a red half
     with be:
         ort_mask = be.infer(frame)["mask"].copy()
-    if openvino_available():  # OpenVINO reads the Q/DQ graph natively
-        with backend_for_bundle(b, backend="openvino", precision="int8") as ov:
+    if openvino_available() and b.manifest.artifacts["int8-cpu"].details["format"] == "qdq":
+        with backend_for_bundle(b, backend="openvino", precision="int8") as ov:  # reads Q/DQ natively
             assert ov.onnx_path.name == "model.int8-cpu.onnx"
             ov_mask = ov.infer(frame)["mask"]
         assert (ov_mask == ort_mask).mean() > 0.95
+    elif openvino_available():  # QOperator was faster in ONNX Runtime: OpenVINO says it cannot read it
+        with pytest.raises(BackendUnavailableError, match="QOperator"):
+            backend_for_bundle(b, backend="openvino", precision="int8")
+
+
+def test_openvino_runs_the_cpu_qdq_graph(bundle, monkeypatch):
+    from segrt.runtime.backends.openvino import openvino_available
+    from segrt.runtime.backends.select import backend_for_bundle
+    if not openvino_available():
+        pytest.skip("OpenVINO not installed: pip install 'segrt[openvino]'")
+    import segrt.calibration.qdq_cpu as qc
+    monkeypatch.setattr(qc, "FORMATS", ("qdq",))  # keep the Q/DQ form whatever this machine's timing says
+    quantize_bundle(bundle, "int8", calib=CALIB, calib_frames=30, eval_frames=16, gate=97.0, max_fallback=4,
+                    progress=False, target="cpu")
+    b = Bundle.open(bundle.path)
+    assert b.manifest.artifacts["int8-cpu"].details["format"] == "qdq"
+    frame = np.zeros((1, 48, 64, 3), np.uint8)
+    frame[:, :, :32, 2] = 255
+    with backend_for_bundle(b, backend="onnxruntime", precision="int8-cpu") as ort_be:
+        ort_mask = ort_be.infer(frame)["mask"].copy()
+    with backend_for_bundle(b, backend="openvino", precision="int8-cpu") as ov:
+        assert ov.onnx_path.name == "model.int8-cpu.onnx"
+        assert (ov.infer(frame)["mask"] == ort_mask).mean() > 0.95
 
 
 def test_both_makes_the_cpu_graph_even_when_the_tensorrt_gate_is_overridden(bundle):

@@ -105,7 +105,7 @@ def bench_cell(bundle: Bundle, precision: str, backend_name: str, settings: Benc
     except BundleError as exc:
         return _skip(bundle, precision, backend_name, str(exc))
     try:
-        manifest, note = manifest_at_size(bundle.manifest, settings.size)
+        manifest, note = manifest_at_size(bundle.manifest.for_precision(precision), settings.size)
     except ConfigError as exc:
         return _skip(bundle, precision, backend_name, str(exc))
     sized = Bundle(bundle.path, manifest)  # in memory only: the bundle on disk is untouched
