@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from segrt.errors import ConfigError
 from segrt.export.api_torch import RANDOM_INIT_WARNING, SEED  # noqa: F401 - part of this module's API
 from segrt.export.bundle_dir import install_bundle, prepare_out_dir
 from segrt.export.plan import default_shape_range, manifest_from_plan  # noqa: F401 - part of the API
@@ -40,20 +41,24 @@ def export_bundle(model: str, out_dir: str | os.PathLike[str], *, weights: str |
                   size: str | Sequence[int] | None = None, fuse: bool = True,
                   dynamic: bool | ShapeRange = False, opset: int = 17, exporter: str = "auto",
                   verify: bool = True, name: str | None = None,
-                  spec: ModelSpec | Mapping[str, Any] | None = None) -> Bundle:
+                  spec: ModelSpec | Mapping[str, Any] | None = None, max_batch: int | None = None) -> Bundle:
     """Export ``model`` into a verified bundle at ``out_dir`` and return it.
 
     ``model`` is a zoo name (``segrt models``), ``package.module:factory`` (or ``file.py:factory``)
     returning an ``nn.Module``, or an ``.onnx`` file described by ``spec``/``classes``/``size``.
     ``classes`` may name a dataset preset (``voc``, ``cityscapes``, ``ade20k``): its names and palette.
     ``dynamic=True`` exports symbolic N/H/W with a default profile; pass a
-    :class:`ShapeRange` to choose it. Raises a :class:`~segrt.errors.SegrtError` subclass on
+    :class:`ShapeRange` to choose it. ``max_batch=N`` exports a batch axis 1..N at the fixed size
+    (verified item by item against batch 1; recorded as the manifest's profile). Raises a :class:`~segrt.errors.SegrtError` subclass on
     any user error, leaving ``out_dir`` untouched.
     """
     t_start = time.perf_counter()
     spec = ModelSpec.coerce(spec)
     out_dir = Path(out_dir)
     target = resolve_model(model)
+    if max_batch and target.kind == "onnx":
+        raise ConfigError("--max-batch applies to PyTorch models; an imported .onnx keeps its own axes",
+                          hint="export the .onnx with a symbolic batch axis and use --dynamic")
     user_classes = read_classes(classes) if classes is not None else spec.classes
     preset = class_preset_named(classes)
     if preset is not None and spec.palette is None:
@@ -74,7 +79,7 @@ def export_bundle(model: str, out_dir: str | os.PathLike[str], *, weights: str |
             plan, tmp_onnx, source, export = export_torch(
                 target, tmp, name=name, weights=weights, classes=user_classes, num_classes=num_classes,
                 size=user_size, spec=spec, fuse=fuse, dynamic=dynamic, opset=opset, exporter=exporter,
-                verify=verify)
+                verify=verify, max_batch=max_batch)
         export = {**export, "seconds_total": round(time.perf_counter() - t_start, 2)}
         bundle = install_bundle(out_dir, tmp_onnx, manifest_from_plan(plan, source, export))
     except BaseException:

@@ -19,6 +19,7 @@ import numpy as np
 from segrt.errors import ConfigError, WeightsError
 from segrt.export.plan import (
     ExportPlan,
+    batch_only,
     defaults_from_entry,
     defaults_from_module,
     plan_torch_export,
@@ -42,7 +43,7 @@ SEED = 0  # random init is seeded so two exports of the same model give the same
 
 
 def export_torch(target: ModelTarget, tmp: Path, *, name, weights, classes, num_classes, size, spec: ModelSpec,
-                 fuse: bool, dynamic, opset: int, exporter: str, verify: bool):
+                 fuse: bool, dynamic, opset: int, exporter: str, verify: bool, max_batch: int | None = None):
     """Export a zoo/factory model into ``tmp``; return ``(plan, onnx_path, source, export)``."""
     import onnx
     import onnxruntime
@@ -71,7 +72,8 @@ def export_torch(target: ModelTarget, tmp: Path, *, name, weights, classes, num_
         defaults = defaults_from_module("instances" if is_maskrcnn(net) else "semantic")
     label = target.label
     plan = plan_torch_export(net, defaults, label=label, name=name, classes=classes, num_classes=num_classes,
-                             size=size, spec=spec, fuse=fuse, dynamic=dynamic)
+                             size=size, spec=spec, fuse=fuse, dynamic=dynamic,
+                             max_batch=max_batch)
 
     winfo = None
     if tv_weights is not None:
@@ -128,11 +130,15 @@ def _graph_module(net, plan: ExportPlan, label: str):
         example = (torch.from_numpy(np.zeros((1, h, w, 3), np.uint8)),)
         in_name, out_names = "frame", ["mask"]
         axes_in, axes_out = {0: "N", 1: "H", 2: "W"}, {0: "N", 1: "H", 2: "W"}
+        if batch_only(plan.dynamic):
+            axes_in, axes_out = {0: "N"}, {0: "N"}
     else:
         module = core
         example = (torch.zeros(1, 3, h, w),)
         in_name, out_names = "input", ["logits"]
         axes_in, axes_out = {0: "N", 2: "H", 3: "W"}, {0: "N", 2: "H", 3: "W"}
+        if batch_only(plan.dynamic):
+            axes_in, axes_out = {0: "N"}, {0: "N"}
     dyn_axes = (DynamicAxes(inputs={in_name: axes_in}, outputs={out_names[0]: axes_out})
                 if plan.dynamic else None)
     return module, example, in_name, out_names, dyn_axes
@@ -147,7 +153,12 @@ def _verification(onnx_path: Path, module, example, tmp: Path, plan: ExportPlan,
     report = verify_onnx_against_torch(onnx_path, module, family=plan.family, fused=plan.fuse, height=plan.height,
                                        width=plan.width, mean=plan.mean, std=plan.std, color_order=plan.color_order)
     if plan.dynamic is not None:
-        report["dynamic_shapes"] = _verify_dynamic(onnx_path, module, plan, plan.dynamic)
+        from segrt.export.verify_batch import verify_batch_items
+
+        if not batch_only(plan.dynamic):
+            report["dynamic_shapes"] = _verify_dynamic(onnx_path, module, plan, plan.dynamic)
+        report["batch_items"] = verify_batch_items(onnx_path, plan.dynamic.max[0], fused=plan.fuse,
+                                                   height=plan.height, width=plan.width)
     if plan.family == "instances" and report["detections"] == 0:
         report = {"shipped": report, "probe": _verify_instance_probe(module, example, tmp, plan, opset, exporter)}
         report.update(_instance_summary(report))

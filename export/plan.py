@@ -115,6 +115,18 @@ def default_shape_range(height: int, width: int, multiple: int, max_batch: int =
                       max=(max_batch, 2 * height, 2 * width))
 
 
+def batch_range(height: int, width: int, max_batch: int) -> ShapeRange:
+    """A batch axis only: N in 1..max_batch at the fixed size (opt = max: servers batch up to it)."""
+    if max_batch < 1:
+        raise ConfigError(f"--max-batch must be at least 1, got {max_batch}", hint="pass --max-batch 8, say")
+    return ShapeRange(min=(1, height, width), opt=(max_batch, height, width), max=(max_batch, height, width))
+
+
+def batch_only(sr: ShapeRange | None) -> bool:
+    """Whether a profile varies the batch alone (H and W fixed): the graph then has a symbolic N only."""
+    return sr is not None and sr.min[1:] == sr.max[1:]
+
+
 def _classes_from_module(net, family: str, h: int, w: int, label: str) -> tuple[str, ...]:
     """``class_i`` names for the channels the model itself returns (one forward pass for semantic)."""
     if family == "instances":
@@ -137,8 +149,13 @@ def _triplet(values) -> Triplet:
 
 def plan_torch_export(net, defaults: ModelDefaults, *, label: str, name: str | None,
                       classes: tuple[str, ...] | None, num_classes: int | None, size: tuple[int, int] | None,
-                      spec: ModelSpec, fuse: bool, dynamic: bool | ShapeRange) -> ExportPlan:
-    """The plan for a PyTorch model ``net`` (built, weights not needed: only shapes are read)."""
+                      spec: ModelSpec, fuse: bool, dynamic: bool | ShapeRange,
+                      max_batch: int | None = None) -> ExportPlan:
+    """The plan for a PyTorch model ``net`` (built, weights not needed: only shapes are read).
+
+    ``max_batch`` alone gives a batch axis 1..N at the fixed size; with ``dynamic`` it is the
+    default profile's largest batch.
+    """
     family = defaults.family
     if family == "instances" and (spec.mean or spec.std):
         raise ConfigError("--mean/--std do not apply to Mask R-CNN (it normalises inside the model)",
@@ -149,8 +166,8 @@ def plan_torch_export(net, defaults: ModelDefaults, *, label: str, name: str | N
         from segrt.export.maskrcnn import check_instance_size
 
         check_instance_size(h, w, label)
-        if dynamic:
-            raise ConfigError(f"{label}: --dynamic is not supported for Mask R-CNN",
+        if dynamic or max_batch:
+            raise ConfigError(f"{label}: --dynamic and --max-batch are not supported for Mask R-CNN",
                               hint="export at a fixed --size (the detection graph is built per size)")
     default_classes = defaults.classes if defaults.classes is not None else \
         _classes_from_module(net, family, h, w, label)
@@ -161,8 +178,10 @@ def plan_torch_export(net, defaults: ModelDefaults, *, label: str, name: str | N
     shape_range = None
     if dynamic:
         shape_range = dynamic if isinstance(dynamic, ShapeRange) else \
-            default_shape_range(h, w, max(defaults.multiple, 8))
+            default_shape_range(h, w, max(defaults.multiple, 8), max_batch=max_batch or 4)
         h, w = shape_range.opt[1], shape_range.opt[2]  # the manifest's size is the profile's opt
+    elif max_batch:
+        shape_range = batch_range(h, w, max_batch)
     return ExportPlan(name=name or label, family=family, classes=cls_names, palette=palette, height=h, width=w,
                       mean=_triplet(spec.mean or defaults.mean), std=_triplet(spec.std or defaults.std),
                       color_order=spec.color_order or defaults.color_order, fuse=fuse, dynamic=shape_range,

@@ -22,7 +22,7 @@ from segrt.runtime.redact import RedactingFilter, redact
 
 OPENCV_HINT = ("desktop: pip install 'segrt[opencv]'; Jetson: JetPack's python3-opencv, seen from a "
                "--system-site-packages venv")
-VERBS = ("models", "export", "quantize", "build", "run", "eval", "bench", "demo", "doctor")
+VERBS = ("models", "export", "quantize", "build", "run", "eval", "bench", "demo", "doctor", "deploy")
 
 
 class DefaultsHelpFormatter(argparse.HelpFormatter):

@@ -24,6 +24,9 @@ def add_parser(subparsers) -> None:
                    help="float NCHW input and logits output (the runtime normalises and argmaxes on the CPU)")
     p.add_argument("--dynamic", action="store_true",
                    help="symbolic N/H/W; the profile min/opt/max goes in the manifest")
+    p.add_argument("--max-batch", type=int, metavar="N",
+                   help="a batch axis 1..N at the fixed size (for Triton/DeepStream batching); each item is "
+                        "verified against its batch-1 result")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     p.add_argument("--exporter", choices=("auto", "dynamo", "torchscript"), default="auto",
                    help="torch.onnx exporter; auto uses the model's preferred one and falls back to the other")
@@ -53,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         args.model, args.output, weights=args.weights, num_classes=args.num_classes,
         classes=args.classes_file or args.classes, size=args.size, fuse=not args.no_fuse,
         dynamic=args.dynamic, opset=args.opset, exporter=args.exporter, verify=not args.no_verify,
-        name=args.name, spec=spec)
+        name=args.name, spec=spec, max_batch=args.max_batch)
     print(format_summary(bundle))
     return 0
 

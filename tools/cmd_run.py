@@ -17,9 +17,11 @@ def add_parser(subparsers) -> None:
     p.add_argument("--sink", default="null://", metavar="URI",
                    help="where rendered frames go (default null://); an image source's names are kept in a folder")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output video (refused otherwise)")
-    p.add_argument("--backend", default="auto", choices=("auto", "onnxruntime", "openvino", "tensorrt"),
+    p.add_argument("--backend", default="auto", type=_backend_name,
+                   metavar="{auto,onnxruntime,openvino,tensorrt,triton://HOST:PORT/MODEL}",
                    help="inference backend; auto takes TensorRT when it and a GPU are present (with --precision "
-                        "auto, on a CPU, the faster of ONNX Runtime and OpenVINO as measured here)")
+                        "auto, on a CPU, the faster of ONNX Runtime and OpenVINO as measured here); "
+                        "triton://HOST:PORT/MODEL sends frames to a Triton server")
     p.add_argument("--precision", default="fp32", choices=("auto", "fp32", "fp16", "int8", "int8-cpu"),
                    help="which of the bundle's models to run; auto: the fastest whose gate passed, measured here "
                         "once and cached in the bundle per machine; on a CPU, int8 runs the CPU INT8 graph "
@@ -35,6 +37,13 @@ def add_parser(subparsers) -> None:
     p.add_argument("--shares", action="store_true", help="show each class's share of the pixels in the legend")
     p.add_argument("--no-stats", dest="overlay_stats", action="store_false", help="no FPS/latency text on frames")
     p.set_defaults(func=run)
+
+
+def _backend_name(text: str) -> str:
+    if text in ("auto", "onnxruntime", "openvino", "tensorrt") or text.startswith("triton://"):
+        return text
+    raise argparse.ArgumentTypeError(f"invalid choice: {text!r} (auto, onnxruntime, openvino, tensorrt or "
+                                     "triton://HOST:PORT/MODEL)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -201,6 +201,7 @@ def backend_for_bundle(bundle: Bundle, *, backend: str = "auto", precision: str 
                        prefer_cpu_int8: bool = True) -> Backend:
     """A backend for ``bundle`` at ``precision``; open it (or use ``with``: ``open()`` is idempotent).
 
+    ``triton://HOST:PORT/MODEL`` sends frames to a Triton server (precision is the server's model).
     ``auto`` returns a TensorRT backend already opened (so that an ``open()`` failure
     falls back to ONNX Runtime here), any other backend unopened. ``rebuild`` (default:
     True for auto, False for tensorrt) lets a stale or missing engine be rebuilt. On a CPU
@@ -211,6 +212,10 @@ def backend_for_bundle(bundle: Bundle, *, backend: str = "auto", precision: str 
         raise ConfigError("precision 'auto' must be resolved first",
                           hint="segrt.runtime.auto_precision.resolve_auto(bundle) picks it")
     say = echo or log.info
+    if backend.startswith("triton://"):  # a remote server runs the model it serves
+        from segrt.runtime.backends.triton import TritonBackend
+
+        return TritonBackend(backend)
     if backend not in BACKENDS:
         raise ConfigError(f"unknown backend {backend!r}", hint="use one of: " + ", ".join(BACKENDS))
     if backend == "openvino":
