@@ -34,10 +34,36 @@ def _tensorrt(bundle: Bundle, precision: str) -> Backend:  # pragma: no cover - 
     return backend_for_bundle(bundle, backend="tensorrt", precision=precision, rebuild=True)  # builds it
 
 
+_SERVERS: dict = {}
+
+
+def _triton(bundle: Bundle, precision: str) -> Backend:
+    """The bundle deployed with ``segrt deploy triton --platform python`` on a real local tritonserver."""
+    from _triton_helpers import server_root_or_skip
+
+    from segrt.deploy.triton_repo import deploy_triton
+    from segrt.runtime.backends.triton import TritonBackend
+    from segrt.tools.triton_server import LocalTritonServer
+
+    if bundle.path not in _SERVERS:
+        server_root_or_skip()
+        repo = bundle.path.parent / "triton-repo"
+        deploy_triton(bundle.path, repo, name="tiny", precision=precision, platform="python")
+        _SERVERS[bundle.path] = LocalTritonServer(repo).start()
+    return TritonBackend(f"triton://{_SERVERS[bundle.path].url}/tiny")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _stop_servers():
+    yield
+    while _SERVERS:  # stopped by PID, also when a test failed
+        _SERVERS.popitem()[1].stop()
+
+
 #: How close each backend must come to the numpy reference. ONNX Runtime's CPU kernels match it
 #: to the last bits. A GPU's FP32 kernels (TF32 off) differ in the last bits, and where two
 #: logits tie exactly TensorRT's TopK may pick either class: masks are compared tie-aware.
-LOGITS_ATOL = {"onnxruntime": 1e-5, "openvino": 1e-5, "tensorrt": 1e-4}
+LOGITS_ATOL = {"onnxruntime": 1e-5, "openvino": 1e-5, "tensorrt": 1e-4, "triton": 1e-5}
 
 
 BACKENDS = [
@@ -46,6 +72,7 @@ BACKENDS = [
     pytest.param(_openvino, id="openvino", marks=pytest.mark.skipif(
         importlib.util.find_spec("openvino") is None, reason="OpenVINO not installed: pip install 'segrt[openvino]'")),
     pytest.param(_tensorrt, id="tensorrt", marks=pytest.mark.gpu),
+    pytest.param(_triton, id="triton"),
 ]
 
 
@@ -89,7 +116,7 @@ def test_outputs_match_reference(make, bundle):
             if bundle.manifest.output.kind == "mask":
                 mask = out["mask"]
                 assert mask.dtype == np.uint8 and mask.shape == (1, H, W)
-                if be.name == "onnxruntime":
+                if be.name in ("onnxruntime", "triton"):  # the server runs ONNX Runtime on the CPU
                     np.testing.assert_array_equal(mask, reference_mask(frame))
                 assert mask_agreement_with_ties(mask, frame) == 1.0
             else:

@@ -1,0 +1,114 @@
+"""A real Triton server (nvidia-pytriton's tritonserver, Python backend) serving a repository that
+``segrt deploy triton --platform python`` wrote, reached through the ``triton://`` backend.
+
+Every server runs on 127.0.0.1 on free ports and is stopped by its PID when its fixture ends,
+also when a test fails. The cached server venv is made on first use (see _triton_helpers).
+"""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from segrt.deploy.triton_repo import deploy_triton
+from segrt.errors import BackendError, BackendUnavailableError
+from segrt.runtime.backends.onnxruntime import OnnxRuntimeBackend
+from segrt.runtime.backends.triton import TritonBackend
+from segrt.runtime.pipeline import Pipeline
+from segrt.tools.tiny_model import reference_mask, tiny_bundle
+from segrt.tools.triton_server import LocalTritonServer
+
+from _runtime_helpers import count_video_frames, write_video
+from _triton_helpers import server_root_or_skip
+
+H, W = 32, 48
+
+
+@pytest.fixture()
+def served(tmp_path):
+    """(bundle, server) with the tiny fused bundle deployed as model "seg" (4 instances, batching on)."""
+    server_root_or_skip()
+    bundle = tiny_bundle(tmp_path / "tiny", H, W)
+    deploy_triton(bundle.path, tmp_path / "repo", name="seg", platform="python", instances=2)
+    server = LocalTritonServer(tmp_path / "repo", log_path=tmp_path / "server.log").start()
+    try:
+        yield bundle, server
+    finally:
+        server.stop()
+        assert server.proc.poll() is not None  # stopped by PID
+
+
+def _frames(n: int, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (1, H, W, 3), dtype=np.uint8) for _ in range(n)]
+
+
+def test_masks_through_triton_equal_local_onnxruntime(served):
+    bundle, server = served
+    with TritonBackend(f"triton://{server.url}/seg") as remote, \
+            OnnxRuntimeBackend(bundle.onnx_path(), threads=1) as local:
+        assert remote.input_specs[0].shape == bundle.manifest.input.shape
+        for frame in _frames(12):
+            got = remote.infer(frame)["mask"]
+            np.testing.assert_array_equal(got, local.infer(frame)["mask"])
+            np.testing.assert_array_equal(got, reference_mask(frame))
+        assert remote.last_times.total_ms > 0
+
+
+def test_concurrent_clients_get_their_own_results(served):
+    _, server = served
+    errors: list[BaseException] = []
+    checked = [0] * 8
+
+    def client(k: int) -> None:
+        try:
+            with TritonBackend(f"triton://{server.url}/seg") as be:
+                for frame in _frames(10, seed=100 + k):
+                    np.testing.assert_array_equal(be.infer(frame)["mask"], reference_mask(frame))
+                    checked[k] += 1
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors, errors[0]
+    assert checked == [10] * 8
+
+
+def test_a_bad_shape_is_rejected_with_the_servers_message(served):
+    _, server = served
+    with TritonBackend(f"triton://{server.url}/seg") as be:
+        with pytest.raises(BackendError, match=r"rejected the request: .*unexpected shape for input 'frame'"):
+            be.infer(np.zeros((1, H // 2, W, 3), np.uint8))
+        with pytest.raises(BackendError, match="unknown input"):
+            be.infer({"nope": np.zeros((1, H, W, 3), np.uint8)})
+
+
+def test_a_model_that_is_not_ready_and_a_server_that_is_gone(served, tmp_path):
+    _, server = served
+    with pytest.raises(BackendUnavailableError, match="model not ready"):
+        TritonBackend(f"triton://{server.url}/no_such_model").open()
+    be = TritonBackend(f"triton://{server.url}/seg", retries=2, backoff_s=0.05).open()
+    server.kill()
+    with pytest.raises(BackendUnavailableError, match=r"server unreachable after 3 attempts"):
+        be.infer(_frames(1)[0])
+    be.close()
+
+
+def test_killing_the_server_mid_run_finalises_the_video(served, tmp_path):
+    bundle, server = served
+    source = write_video(tmp_path / "in.avi", 60, size=(W * 2, H * 2))
+    out = tmp_path / "out.avi"
+    pipe = Pipeline(bundle, str(source), str(out), backend=f"triton://{server.url}/seg")
+    seen = 0
+    with pytest.raises(BackendUnavailableError, match="server unreachable"):
+        for _ in pipe:
+            seen += 1
+            if seen == 10:
+                server.kill()
+    assert 10 <= seen < 60
+    assert count_video_frames(out) >= 10
