@@ -55,6 +55,8 @@ def export_bundle(model: str, out_dir: str | os.PathLike[str], *, weights: str |
     t_start = time.perf_counter()
     spec = ModelSpec.coerce(spec)
     out_dir = Path(out_dir)
+    if max_batch is not None and max_batch < 1:
+        raise ConfigError(f"--max-batch must be at least 1, got {max_batch}", hint="pass --max-batch 8, say")
     target = resolve_model(model)
     if max_batch and target.kind == "onnx":
         raise ConfigError("--max-batch applies to PyTorch models; an imported .onnx keeps its own axes",
