@@ -425,8 +425,7 @@ def _cpu_only(b: Bundle, prepared, ranges, calibration, evaluator, plan, eval_se
         b.update(b.manifest.replace(calibration=calibration))
     result.artifact = register_cpu_variant(b, cpu, _jsonable(_cpu_shared_details(details, gate_value, method, op_types)),
                                            _jsonable(eval_info))
-    if cpu.passed:
-        cpu.twins = register_cpu_twins(b, evaluator.eval_set.inputs)
+    cpu.twins = register_cpu_twins(b, evaluator.eval_set.inputs)  # registered: passed, or --no-gate
     result.seconds = time.perf_counter() - t0
     return result
 
