@@ -190,6 +190,9 @@ def resolve_auto(bundle: Bundle, *, backend: str = "auto", threads: int | None =
     from segrt.runtime.backends.select import BACKENDS, probe_machine
 
     say = echo or log.info
+    if backend.startswith("triton://"):
+        raise ConfigError("--precision auto chooses among the bundle's artifacts; a triton:// server runs the model "
+                          "it serves", hint="drop --precision auto with a triton:// backend")
     if backend not in BACKENDS:
         raise ConfigError(f"unknown backend {backend!r}", hint="use one of: " + ", ".join(BACKENDS))
     manifest = bundle.manifest

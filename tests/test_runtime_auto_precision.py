@@ -168,3 +168,8 @@ def test_interleaved_medians_rotate_and_time_every_call():
     # warm-up a, b; round 1: a (untimed + 2), b (untimed + 2); round 2 starts with b
     assert order[:2] == ["a", "b"] and order[2:5] == ["a"] * 3 and order[5:8] == ["b"] * 3
     assert order[8:11] == ["b"] * 3
+
+
+def test_auto_refuses_a_triton_backend(bundle):
+    with pytest.raises(ConfigError, match="triton"):
+        resolve_auto(bundle, backend="triton://localhost:8000/seg")

@@ -15,7 +15,8 @@ def add_parser(subparsers) -> None:
                     "cell could be measured (then only BENCH-failed.txt is written).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("bundles", nargs="+", metavar="BUNDLE", help="bundle directories (segrt export -o DIR)")
-    p.add_argument("--precision", default="fp32", help="comma-separated: fp32,fp16,int8,int8-cpu, or auto (the one --precision auto picks here)")
+    p.add_argument("--precision", default="fp32", help="comma-separated: fp32,fp16,int8,int8-cpu,fp32-unfused,int8-cpu-unfused, or auto (the "
+                        "one --precision auto picks here)")
     p.add_argument("--backend", default="onnxruntime", help="comma-separated: onnxruntime,openvino,tensorrt")
     p.add_argument("--size", default=None, metavar="HxW",
                    help="model input size for bundles exported with dynamic shapes (static bundles keep theirs)")

@@ -22,7 +22,8 @@ def add_parser(subparsers) -> None:
                    help="inference backend; auto takes TensorRT when it and a GPU are present (with --precision "
                         "auto, on a CPU, the faster of ONNX Runtime and OpenVINO as measured here); "
                         "triton://HOST:PORT/MODEL sends frames to a Triton server")
-    p.add_argument("--precision", default="fp32", choices=("auto", "fp32", "fp16", "int8", "int8-cpu"),
+    p.add_argument("--precision", default="fp32", choices=("auto", "fp32", "fp16", "int8", "int8-cpu", "fp32-unfused",
+                                                                  "int8-cpu-unfused"),
                    help="which of the bundle's models to run; auto: the fastest whose gate passed, measured here "
                         "once and cached in the bundle per machine; on a CPU, int8 runs the CPU INT8 graph "
                         "(int8-cpu) when the bundle has one")
