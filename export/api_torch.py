@@ -97,12 +97,31 @@ def export_torch(target: ModelTarget, tmp: Path, *, name, weights, classes, num_
     else:
         export["verification"] = None
         log.warning("verification skipped (--no-verify): the ONNX was not compared with PyTorch")
+    if verify and entry is not None and entry.source == "mediapipe" and winfo is not None:
+        export["tflite_reference"] = _tflite_reference(net, winfo.path, plan)
 
     source = {**target.source, "num_classes": plan.num_classes, "random_init": winfo is None, "seed": SEED,
               "weights": ({**winfo.to_dict(), **(tv_weights.to_dict() if tv_weights else {})} if winfo else None),
               "params_count": int(sum(p.numel() for p in net.parameters())),
               "family": plan.family}
     return plan, onnx_path, source, export
+
+
+def _tflite_reference(net, tflite_path: str, plan: ExportPlan) -> dict[str, Any]:
+    """The PyTorch port against the TFLite interpreter on real photos; a mismatch fails the export."""
+    from segrt.errors import BackendUnavailableError, VerificationError
+    from segrt.export.mediapipe_verify import verify_against_tflite
+
+    try:
+        report = verify_against_tflite(net, tflite_path, plan.height, plan.width)
+    except BackendUnavailableError as exc:
+        log.warning("the port was not checked against TFLite: %s", exc)
+        return {"skipped": str(exc)}
+    if not report["passed"]:
+        raise VerificationError(f"the PyTorch port differs from TFLite on {tflite_path}: max |p diff| "
+                                f"{report['max_abs_prob_diff']:.2e}, mask agreement {100 * report['mask_agreement']:.3f}%",
+                                hint="the .tflite is not the selfie segmenter this port implements")
+    return report
 
 
 def _graph_module(net, plan: ExportPlan, label: str):

@@ -70,6 +70,8 @@ def read_state_dict(path: str | os.PathLike[str]) -> tuple[dict[str, Any], str |
     import torch
 
     p = Path(path)
+    if p.suffix.lower() == ".tflite":
+        return _tflite_state_dict(p), None
     if not p.is_file():
         raise WeightsError(f"weights file {p} does not exist", hint="check the --weights path")
     if not _looks_like_torch_save(p):
@@ -99,6 +101,18 @@ def read_state_dict(path: str | os.PathLike[str]) -> tuple[dict[str, Any], str |
                            hint=f"save the model's state_dict, or one under a key {'/'.join(WRAPPER_KEYS[:3])}")
     raise WeightsError(f"{p} holds a {type(obj).__name__}, not a state_dict",
                        hint="save model.state_dict() with torch.save and pass that file")
+
+
+def _tflite_state_dict(p: Path) -> dict[str, Any]:
+    """A MediaPipe selfie-segmentation ``.tflite`` (the pinned one is fetched on first use)."""
+    from segrt.export.mediapipe_fetch import ensure_pinned_tflite, is_pinned_tflite
+    from segrt.export.models.mediapipe_selfie import state_dict_from_tflite
+
+    if is_pinned_tflite(p):
+        ensure_pinned_tflite(p.name)
+    elif not p.is_file():
+        raise WeightsError(f"weights file {p} does not exist", hint="check the --weights path")
+    return state_dict_from_tflite(p)
 
 
 def _strip(sd: Mapping[str, Any], prefix: str) -> dict[str, Any]:

@@ -63,7 +63,7 @@ class ZooEntry:
     exporter: str = "dynamo"  # preferred exporter for --exporter auto (see onnx_from_torch)
     size_multiple: int = 8
     params: Mapping[str, Any] = field(default_factory=dict)  # factory kwargs, recorded in the manifest
-    source: str = "torchvision"  # torchvision | segrt | demo
+    source: str = "torchvision"  # torchvision | segrt | demo | mediapipe
     weights: Path | None = None
     palette: tuple[tuple[int, int, int], ...] | None = None  # BGR; None -> default_palette
     unavailable: str = ""
@@ -123,6 +123,29 @@ def _deeplabv3plus(**kw: Any) -> Callable[[int], Any]:
 
         return DeepLabV3Plus(num_classes, **kw)
     return build
+
+
+def _mediapipe_selfie(num_classes: int):
+    from segrt.export.models.mediapipe_selfie import SelfieSegmentation
+
+    return SelfieSegmentation(num_classes)
+
+
+def _mediapipe_entries() -> list[ZooEntry]:
+    """MediaPipe Selfie Segmentation (Apache-2.0): weights from the pinned mediapipe wheel, fetched on first use."""
+    from segrt.export.mediapipe_fetch import MEDIAPIPE_VERSION, pinned_tflite_path
+
+    out = []
+    for name, filename, size, what in (
+            ("mediapipe_selfie", "selfie_segmentation.tflite", (256, 256), "general, 256x256"),
+            ("mediapipe_selfie_landscape", "selfie_segmentation_landscape.tflite", (144, 256), "landscape, 144x256")):
+        out.append(ZooEntry(
+            name=name, family="semantic", source="mediapipe", factory=_mediapipe_selfie, input_size=size,
+            description=f"MediaPipe Selfie Segmentation ({what}; pretrained, Apache-2.0; person >= 0.5)",
+            classes=("background", "person"), mean=(0.0, 0.0, 0.0), std=(255.0, 255.0, 255.0),
+            color_order="RGB", exporter="torchscript", size_multiple=16, weights=pinned_tflite_path(filename),
+            params={"arch": "mediapipe_selfie", "tflite": filename, "mediapipe": MEDIAPIPE_VERSION}))
+    return out
 
 
 ARCH_FACTORIES: dict[str, Callable[..., Callable[[int], Any]]] = {
@@ -201,6 +224,7 @@ def _static_entries() -> list[ZooEntry]:
                                 description=f"DeepLabV3+ (ASPP + low-level skip), {desc}, OS16",
                                 factory=_deeplabv3plus(backbone=bb),
                                 params={"arch": "deeplabv3plus", "backbone": bb}))
+    entries += _mediapipe_entries()
     return entries
 
 

@@ -89,5 +89,12 @@ def format_summary(bundle) -> str:
     else:
         lines.append(f"verified   max abs logits diff {v['max_abs_diff']:.3g}, mask agreement "
                      f"{v['mask_agreement_pct']:.3f}% on {len(v['inputs'])} inputs ({', '.join(v['inputs'])})")
+    ref = ex.get("tflite_reference")
+    if ref and "skipped" not in ref:
+        lines.append(f"vs TFLite  max abs prob diff {ref['max_abs_prob_diff']:.2e}, mask agreement "
+                     f"{100 * ref['mask_agreement']:.3f}% on {', '.join(r['image'] for r in ref['images'])} "
+                     f"({ref['reference']})")
+    elif ref:
+        lines.append(f"vs TFLite  not checked: {ref['skipped']}")
     lines.append(f"bundle     {bundle.path}")
     return "\n".join(lines)
