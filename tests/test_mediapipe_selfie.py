@@ -109,8 +109,18 @@ def test_tflite_file_as_weights(tflite_files, tmp_path):
     assert (bundle.manifest.input.height, bundle.manifest.input.width) == (144, 256)
 
 
-def test_offline_says_how_to_pass_a_tflite(tmp_path, monkeypatch, capsys):
+@pytest.fixture()
+def empty_cache(tmp_path, monkeypatch):
+    from segrt.export.zoo import reset_cache
+
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty-cache"))
+    reset_cache()  # the zoo entries name the cache path
+    yield
+    monkeypatch.undo()
+    reset_cache()
+
+
+def test_offline_says_how_to_pass_a_tflite(tmp_path, monkeypatch, capsys, empty_cache):
     monkeypatch.setenv("PIP_NO_INDEX", "1")  # as if PyPI were unreachable
     monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path))
     rc = main(["export", "mediapipe_selfie", "-o", str(tmp_path / "b")])
