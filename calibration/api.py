@@ -232,16 +232,16 @@ def quantize_bundle(bundle: Bundle | str | os.PathLike[str], precision: str, *, 
     evaluator = _Evaluator(b, eval_set, fp32_model, threads, progress, sensitivity_frames)
     evidence = evidence_from_masks(evaluator.ref, b.manifest.classes)
     if evidence.shortfalls() and enforce_gate and not allow_small_eval:
-        note = evidence.meaningless_note()
-        err = AccuracyGateError(evidence_message(evidence.shortfalls())
-                                + (f"; {note.split(';')[0]}" if note else "")
+        clause = evidence.meaningless_clause()
+        raise AccuracyGateError(evidence_message(evidence.shortfalls())
+                                + (f"; {clause}" if clause else "")
                                 + f"; {onnx_filename(precision)} was not written",
                                 hint=("give more varied --eval frames" if precision == "fp16" else
                                       "give more varied --eval frames (or a longer --calib to hold out from)")
                                      + ", or accept it explicitly with --allow-small-eval")
-        raise err
-    if evidence.meaningless_note():
-        warnings.append(evidence.meaningless_note())
+    note = evidence.meaningless_note()
+    if note:
+        warnings.append(note)
 
     # -- the conversion, as a function of the excluded layers ------------------------------------
     calibration = None

@@ -72,13 +72,21 @@ class Evidence:
     def sufficient(self) -> bool:
         return not self.shortfalls()
 
-    def meaningless_note(self) -> str | None:
-        """One sentence when pixel agreement cannot tell a good model from a constant one."""
+    def meaningless_clause(self) -> str | None:
+        """``FP32 predicts 'x' on 99.1% ...: pixel agreement is meaningless here``, or None."""
         if self.agreement_meaningful:
             return None
         name, share = self.dominant
         return (f"FP32 predicts '{name}' on {100 * share:.1f}% of the evaluated pixels, so pixel agreement is "
-                f"meaningless here (answering '{name}' everywhere would score {100 * share:.1f}%); "
+                "meaningless here")
+
+    def meaningless_note(self) -> str | None:
+        """One sentence when pixel agreement cannot tell a good model from a constant one."""
+        clause = self.meaningless_clause()
+        if clause is None:
+            return None
+        name, share = self.dominant
+        return (f"{clause} (answering '{name}' everywhere would score {100 * share:.1f}%); "
                 "a random-weight model? evaluate a trained model on your scenes")
 
     def to_dict(self) -> dict[str, Any]:
