@@ -6,6 +6,7 @@ also when a test fails. The cached server venv is made on first use (see _triton
 """
 from __future__ import annotations
 
+import os
 import threading
 
 import numpy as np
@@ -37,6 +38,8 @@ def served(tmp_path):
     finally:
         server.stop()
         assert server.proc.poll() is not None  # stopped by PID
+        with pytest.raises(ProcessLookupError):  # and no backend stub outlived it, even after a kill
+            os.killpg(server.proc.pid, 0)
 
 
 def _frames(n: int, seed: int = 0) -> list[np.ndarray]:

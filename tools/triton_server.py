@@ -106,21 +106,40 @@ class LocalTritonServer:
         except (urllib.error.URLError, OSError):
             return False
 
+    def _signal_group(self, sig: int) -> None:
+        """``sig`` to the server's process group (its own session): the server and its backend stubs."""
+        try:
+            os.killpg(self.proc.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def _group_alive(self) -> bool:
+        try:
+            os.killpg(self.proc.pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
     def kill(self) -> None:
-        """SIGKILL the server now (a crash, for failure tests)."""
+        """SIGKILL the server and its Python-backend stubs now (a crash, for failure tests)."""
         if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
+            self._signal_group(signal.SIGKILL)
             self.proc.wait(timeout=30)
 
     def stop(self) -> None:
-        """SIGTERM by PID, SIGKILL after 20 s; idempotent."""
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=30)
+        """SIGTERM by PID, SIGKILL after 20 s, then the stubs left in its process group; idempotent."""
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                os.kill(self.proc.pid, signal.SIGTERM)
+                try:
+                    self.proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    os.kill(self.proc.pid, signal.SIGKILL)
+                    self.proc.wait(timeout=30)
+            self._signal_group(signal.SIGKILL)  # a stub orphaned by a crash must not outlive the test
+            deadline = time.monotonic() + 10.0
+            while self._group_alive() and time.monotonic() < deadline:  # init reaps the orphans
+                time.sleep(0.05)
         if getattr(self, "_log", None) is not None:
             self._log.close()
             self._log = None
