@@ -115,3 +115,22 @@ def test_killing_the_server_mid_run_finalises_the_video(served, tmp_path):
                 server.kill()
     assert 10 <= seen < 60
     assert count_video_frames(out) >= 10
+
+
+def test_run_and_bench_verbs_take_a_triton_backend(served, tmp_path, capsys):
+    from _export_helpers import cli
+
+    bundle, server = served
+    uri = f"triton://{server.url}/seg"
+    source = write_video(tmp_path / "in.avi", 8, size=(W * 2, H * 2))
+    rc, out, err = cli(capsys, "run", str(bundle.path), "--source", str(source), "--sink", str(tmp_path / "o.avi"),
+                       "--backend", uri)
+    assert rc == 0, err
+    assert count_video_frames(tmp_path / "o.avi") == 8
+    rc, out, err = cli(capsys, "bench", str(bundle.path), "--backend", uri, "--iters", "5", "--warmup", "1",
+                       "--max-time", "2", "--no-e2e", "--no-progress", "--out", str(tmp_path / "bench"))
+    assert rc == 0, err
+    import json
+    rows = json.loads((tmp_path / "bench" / "bench.json").read_text())["rows"]
+    assert rows[0]["backend"] == uri and rows[0]["status"] == "ok"
+    assert {"h2d", "compute", "d2h"} <= set(rows[0]["stages"])  # upload, network+queue+compute, download

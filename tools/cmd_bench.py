@@ -17,7 +17,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("bundles", nargs="+", metavar="BUNDLE", help="bundle directories (segrt export -o DIR)")
     p.add_argument("--precision", default="fp32", help="comma-separated: fp32,fp16,int8,int8-cpu,fp32-unfused,int8-cpu-unfused, or auto (the "
                         "one --precision auto picks here)")
-    p.add_argument("--backend", default="onnxruntime", help="comma-separated: onnxruntime,openvino,tensorrt")
+    p.add_argument("--backend", default="onnxruntime", help="comma-separated: onnxruntime,openvino,tensorrt, or triton://HOST:PORT/MODEL (h2d/d2h: "
+                        "upload/download, compute: network + the server's queue and compute)")
     p.add_argument("--size", default=None, metavar="HxW",
                    help="model input size for bundles exported with dynamic shapes (static bundles keep theirs)")
     p.add_argument("--iters", type=int, default=50, help="minimum timed iterations per loop")

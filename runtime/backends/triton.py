@@ -9,8 +9,8 @@ and it runs wherever the runtime runs (a Jetson included).
 Failures are one line each: no answer within ``timeout_s``; a server that is gone (the request is
 retried on a fresh connection with backoff, then a :class:`BackendUnavailableError`); a model
 that is not ready at ``open()``; a request the server rejects (its own message, e.g. a shape or
-dtype mismatch). ``last_times`` reports the round trip (network + queue + server compute) as
-``compute_ms`` and the server-side compute as ``extra["server_ms"]`` when the server says it.
+dtype mismatch). ``last_times`` splits a request into upload (``h2d_ms``), the wait for the answer
+(``compute_ms``: network, the server's queue and its compute) and download + decode (``d2h_ms``).
 """
 from __future__ import annotations
 
@@ -75,20 +75,28 @@ class TritonBackend(Backend):
         self.backoff_s = backoff_s
         self._conn: http.client.HTTPConnection | None = None
         self._batched = False
+        self._phases = (0.0, 0.0, 0.0)
 
     # -- connection ------------------------------------------------------------------
     def _request(self, method: str, path: str, body: bytes | None = None,
                  headers: Mapping[str, str] | None = None) -> tuple[int, Mapping[str, str], bytes]:
-        """One HTTP exchange; a dropped connection is retried on a new one with backoff."""
+        """One HTTP exchange; a dropped connection is retried on a new one with backoff.
+
+        ``self._phases`` gets the last exchange's (send, wait, receive) milliseconds."""
         label = self.address.label
         delay = self.backoff_s
         for attempt in range(self.retries + 1):
             if self._conn is None:
                 self._conn = http.client.HTTPConnection(self.address.host, self.address.port, timeout=self.timeout_s)
             try:
+                t0 = time.perf_counter()
                 self._conn.request(method, path, body=body, headers=dict(headers or {}))
+                t1 = time.perf_counter()
                 resp = self._conn.getresponse()
-                return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+                t2 = time.perf_counter()
+                data = resp.read()
+                self._phases = ((t1 - t0) * 1e3, (t2 - t1) * 1e3, (time.perf_counter() - t2) * 1e3)
+                return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
             except (socket.timeout, TimeoutError) as exc:
                 self._drop()
                 raise BackendError(f"{label}: no answer within {self.timeout_s:g} s",
@@ -153,7 +161,6 @@ class TritonBackend(Backend):
         unknown = sorted(set(inputs) - set(known))
         if unknown:
             raise BackendError(f"{label}: unknown input(s) {', '.join(unknown)}", hint=f"inputs are {', '.join(known)}")
-        t0 = time.perf_counter()
         header: dict = {"inputs": [], "outputs": [{"name": s.name, "parameters": {"binary_data": True}}
                                                   for s in self._outputs]}
         blobs = []
@@ -173,8 +180,14 @@ class TritonBackend(Backend):
         if status != 200:
             raise BackendError(f"{label}: the server rejected the request: {self._server_message(body)}",
                                hint="send what the model's metadata says (see its input spec)")
+        t_decode = time.perf_counter()
         out = self._outputs_from_response(hdrs, body)
-        self.last_times = StageTimes(compute_ms=(time.perf_counter() - t0) * 1e3)
+        send, wait, recv = self._phases
+        # h2d: uploading the request; compute: waiting for the answer (network + the server's queue and
+        # compute); d2h: downloading and decoding it. The wait is the network+queue stage bench reports.
+        self.last_times = StageTimes(h2d_ms=send, compute_ms=wait,
+                                     d2h_ms=recv + (time.perf_counter() - t_decode) * 1e3,
+                                     extra={"network_queue_compute_ms": wait})
         return out
 
     def _outputs_from_response(self, hdrs: Mapping[str, str], body: bytes) -> dict[str, np.ndarray]:

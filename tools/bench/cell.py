@@ -113,7 +113,7 @@ def bench_cell(bundle: Bundle, precision: str, backend_name: str, settings: Benc
         backend = backend_for_bench(sized, precision, backend_name, settings.threads)
     except (BackendUnavailableError, EngineError) as exc:
         return _skip(bundle, precision, backend_name, str(exc), note=note)
-    if backend.name != backend_name:
+    if backend.name != backend_name and not (backend.name == "triton" and backend_name.startswith("triton://")):
         return _skip(bundle, precision, backend_name,
                      f"no {backend_name} engine for {precision}: would run on {backend.name}", note=note)
 

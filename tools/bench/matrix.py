@@ -21,7 +21,7 @@ AUTO = "auto"  # the precision --precision auto picks for this machine and backe
 
 def _csv_list(values: Iterable[str] | str, allowed: Sequence[str], what: str) -> tuple[str, ...]:
     items = [v.strip() for v in (values.split(",") if isinstance(values, str) else values) if v.strip()]
-    bad = [v for v in items if v not in allowed]
+    bad = [v for v in items if v not in allowed and not (what == "backend" and v.startswith("triton://"))]
     if bad or not items:
         raise ConfigError(f"unknown {what}: {', '.join(bad) or '(none given)'}",
                           hint=f"choose from {', '.join(allowed)}")
