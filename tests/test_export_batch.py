@@ -67,3 +67,20 @@ def test_max_batch_refusals(tmp_path, capsys):
     rc, _, err = cli(capsys, "export", "unet", "--size", "32x32", "--max-batch", "0", "-o", str(tmp_path / "y"))
     assert rc != 0 and "--max-batch must be at least 1" in err
     assert not (tmp_path / "y").exists()
+
+
+def test_fp16_and_int8_keep_the_batch_axis(tmp_path, capsys, monkeypatch):
+    write_user_module(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    b = tmp_path / "b"
+    rc, _, err = cli(capsys, "export", "user_nets:build", "--size", "32x32", "--max-batch", "3", "-o", str(b))
+    assert rc == 0, err
+    for precision in ("fp16", "int8"):
+        rc, _, err = cli(capsys, "quantize", str(b), "--precision", precision, "--calib", "synthetic://",
+                         "--no-gate")
+        assert rc == 0, err
+        path = Bundle.open(b).onnx_path(precision)
+        dims = [d.dim_param or d.dim_value for d in onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim]
+        assert isinstance(dims[0], str) and dims[1:] == [32, 32, 3], (precision, dims)
+        rep = verify_batch_items(path, 3, fused=True, height=32, width=32)
+        assert rep["items_equal"] and rep["differing_pixels"] == 0
