@@ -23,6 +23,24 @@ for path in sys.argv[1:]:
 """
 
 
+def batched_tiny_bundle(path: Path, height: int, width: int, max_batch: int):
+    """The tiny fused bundle with a symbolic batch axis 1..max_batch (its ops are batch-agnostic)."""
+    import dataclasses
+
+    from segrt.runtime.manifest import ShapeRange
+    from segrt.tools.tiny_model import tiny_bundle, tiny_segmentation_onnx
+
+    bundle = tiny_bundle(path, height, width)
+    model = tiny_segmentation_onnx(height, width, fused=True)
+    for value in (model.graph.input[0], model.graph.output[0]):
+        value.type.tensor_type.shape.dim[0].dim_param = "N"
+    bundle.update(dataclasses.replace(bundle.manifest, input=dataclasses.replace(
+        bundle.manifest.input, dynamic=ShapeRange((1, height, width), (max_batch, height, width),
+                                                  (max_batch, height, width)))))
+    bundle.save_onnx("fp32", model)
+    return bundle
+
+
 def server_root_or_skip() -> Path:
     try:
         return ensure_server_venv()

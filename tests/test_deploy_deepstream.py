@@ -9,7 +9,6 @@ and the deepstream-app reference application's configuration groups
 from __future__ import annotations
 
 import configparser
-import dataclasses
 
 import numpy as np
 import onnxruntime as ort
@@ -18,10 +17,10 @@ import pytest
 from segrt.deploy.deepstream import deploy_deepstream
 from segrt.errors import ConfigError
 from segrt.export.deepstream_graph import INPUT_NAME, nvinfer_input_from_frames, nvinfer_normalisation
-from segrt.runtime.manifest import ShapeRange
 from segrt.tools.tiny_model import reference_mask, tiny_bundle
 
 from _export_helpers import cli
+from _triton_helpers import batched_tiny_bundle
 
 H, W = 32, 48
 
@@ -76,10 +75,7 @@ def _read(path) -> configparser.ConfigParser:
 
 @pytest.fixture()
 def batched(tmp_path):
-    b = tiny_bundle(tmp_path / "tiny", H, W)
-    b.update(dataclasses.replace(b.manifest, input=dataclasses.replace(
-        b.manifest.input, dynamic=ShapeRange((1, H, W), (4, H, W), (4, H, W)))))
-    return b
+    return batched_tiny_bundle(tmp_path / "tiny", H, W, 4)
 
 
 def test_configs_follow_nvidias_key_tables(batched, tmp_path, capsys):

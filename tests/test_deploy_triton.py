@@ -10,24 +10,18 @@ from segrt.deploy.triton_config import TensorConfig, TritonModelConfig, pbtxt_fr
 from segrt.deploy.triton_repo import deploy_triton
 from segrt.errors import BundleError, ConfigError
 from segrt.runtime.bundle import Bundle
-from segrt.runtime.manifest import EngineRecord, ShapeRange
-from segrt.tools.tiny_model import tiny_bundle
+from segrt.runtime.manifest import EngineRecord
 
 from _export_helpers import cli
-from _triton_helpers import parse_model_configs
+from _triton_helpers import batched_tiny_bundle, parse_model_configs
 
 H, W = 32, 48
 
 
 @pytest.fixture()
 def batched(tmp_path) -> Bundle:
-    """The tiny bundle, its manifest given a batch axis 1..8 (the ONNX itself is batch-agnostic here)."""
-    b = tiny_bundle(tmp_path / "tiny", H, W)
-    inp = b.manifest.input
-    import dataclasses
-    b.update(dataclasses.replace(b.manifest, input=dataclasses.replace(
-        inp, dynamic=ShapeRange((1, H, W), (8, H, W), (8, H, W)))))
-    return b
+    """The tiny bundle with a batch axis 1..8."""
+    return batched_tiny_bundle(tmp_path / "tiny", H, W, 8)
 
 
 def _text(path: Path) -> str:

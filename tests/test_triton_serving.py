@@ -17,21 +17,23 @@ from segrt.errors import BackendError, BackendUnavailableError
 from segrt.runtime.backends.onnxruntime import OnnxRuntimeBackend
 from segrt.runtime.backends.triton import TritonBackend
 from segrt.runtime.pipeline import Pipeline
-from segrt.tools.tiny_model import reference_mask, tiny_bundle
+from segrt.tools.tiny_model import reference_mask
 from segrt.tools.triton_server import LocalTritonServer
 
 from _runtime_helpers import count_video_frames, write_video
-from _triton_helpers import server_root_or_skip
+from _triton_helpers import batched_tiny_bundle, server_root_or_skip
 
 H, W = 32, 48
 
 
 @pytest.fixture()
 def served(tmp_path):
-    """(bundle, server) with the tiny fused bundle deployed as model "seg" (4 instances, batching on)."""
+    """(bundle, server): the tiny fused bundle with a batch axis 1..8, deployed as model "seg" (2
+    instances, dynamic batching with a 20 ms queue delay, so that concurrent requests form batches)."""
     server_root_or_skip()
-    bundle = tiny_bundle(tmp_path / "tiny", H, W)
-    deploy_triton(bundle.path, tmp_path / "repo", name="seg", platform="python", instances=2)
+    bundle = batched_tiny_bundle(tmp_path / "tiny", H, W, 8)
+    deploy_triton(bundle.path, tmp_path / "repo", name="seg", platform="python", instances=2,
+                  queue_delay_us=20000)
     server = LocalTritonServer(tmp_path / "repo", log_path=tmp_path / "server.log").start()
     try:
         yield bundle, server
@@ -80,6 +82,14 @@ def test_concurrent_clients_get_their_own_results(served):
         t.join(timeout=120)
     assert not errors, errors[0]
     assert checked == [10] * 8
+    # The server formed batches of several requests (Triton's statistics extension counts them).
+    import json
+    import urllib.request
+    with urllib.request.urlopen(f"http://{server.url}/v2/models/seg/stats", timeout=10) as r:
+        stats = json.load(r)["model_stats"][0]
+    sizes = {int(b["batch_size"]) for b in stats["batch_stats"]}
+    assert max(sizes) > 1, sizes
+    assert int(stats["inference_count"]) >= 80
 
 
 def test_a_bad_shape_is_rejected_with_the_servers_message(served):
