@@ -38,5 +38,9 @@ def test_runtime_imports_without_torch():
     assert _check("runtime") == "OK"
 
 
+def test_deploy_imports_without_torch():
+    assert _check("deploy") == "OK"
+
+
 def test_calibration_imports_without_torch():
     assert _check("calibration") == "OK"

@@ -131,3 +131,25 @@ def test_more_sources_than_the_batch_axis_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="--max-batch 2"):
         deploy_deepstream(plain.path, tmp_path / "ds", sources=2)
     assert not (tmp_path / "ds").exists()
+
+
+def test_deploy_targets_need_no_torch(batched, tmp_path):
+    import subprocess
+    import sys
+
+    script = f"""
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('torch', 'torchvision'):
+            raise ImportError('torch is blocked: ' + name)
+sys.meta_path.insert(0, Block())
+from segrt.deploy.deepstream import deploy_deepstream
+from segrt.deploy.triton_repo import deploy_triton
+deploy_deepstream({str(batched.path)!r}, {str(tmp_path / 'ds')!r}, sources=2)
+deploy_triton({str(batched.path)!r}, {str(tmp_path / 'repo')!r}, platform='python')
+print('no torch needed')
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "no torch needed" in out.stdout
