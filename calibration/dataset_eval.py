@@ -17,6 +17,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import cv2
@@ -114,8 +115,13 @@ def _check_label_classes(source, classes: tuple[str, ...], uri: str) -> None:
 def evaluate_bundle(bundle: Bundle | str | os.PathLike[str], data: str, *,
                     precisions: str | Sequence[str] = ("fp32",), backend: str = "auto", threads: int | None = None,
                     limit: int | None = None, progress: bool = True, store: bool = True,
-                    echo: Callable[[str], None] | None = None) -> EvalReport:
-    """Score ``bundle`` on the labelled source ``data`` for each precision; store it in the manifest."""
+                    echo: Callable[[str], None] | None = None,
+                    predictions_dir: str | os.PathLike[str] | None = None) -> EvalReport:
+    """Score ``bundle`` on the labelled source ``data`` for each precision; store it in the manifest.
+
+    ``predictions_dir``: also write each prediction (label resolution) as
+    ``<dir>/<precision>/<image stem>.png``, in the dataset's stored ids when it has them
+    (Cityscapes labelIds, ADE20K's unreduced ids, VOC palette PNGs) for a benchmark server."""
     b = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle)
     m = b.manifest
     if m.output.kind not in ("mask", "logits"):
@@ -135,7 +141,7 @@ def evaluate_bundle(bundle: Bundle | str | os.PathLike[str], data: str, *,
                                    "folder with images/ and masks/")
         _check_label_classes(source, m.classes, data)
         total = source.frame_count if limit is None else min(limit, source.frame_count or limit)
-        runs = [_Run(b, p, backend, threads, echo) for p in precs]
+        runs = [_Run(b, p, backend, threads, echo, predictions_dir) for p in precs]
         try:
             frames = _stream(source, m, runs, total, progress)
         finally:
@@ -153,20 +159,29 @@ def evaluate_bundle(bundle: Bundle | str | os.PathLike[str], data: str, *,
 class _Run:
     """One precision's backend, decoder and accumulator."""
 
-    def __init__(self, b: Bundle, precision: str, backend: str, threads: int | None, echo) -> None:
+    def __init__(self, b: Bundle, precision: str, backend: str, threads: int | None, echo,
+                 predictions_dir: str | os.PathLike[str] | None = None) -> None:
         self.precision = precision
+        self.out_dir = None
+        if predictions_dir is not None:
+            from segrt.runtime.fsutil import ensure_writable_dir
+
+            self.out_dir = ensure_writable_dir(Path(predictions_dir) / precision)
         self.backend = backend_for_bundle(b, backend=backend, precision=precision, threads=threads, echo=echo)
         self.backend.open()
         self.decoder = MaskDecoder(b.manifest)
         self.acc = IoUAccumulator(b.manifest.output.num_classes)
         self.infer_s = 0.0
 
-    def step(self, name: str, tensor: np.ndarray, lb: Letterbox, label: np.ndarray, to_label: LabelResolution):
+    def step(self, name: str, tensor: np.ndarray, lb: Letterbox, label: np.ndarray, to_label: LabelResolution,
+             source, index: int):
         t = time.perf_counter()
         outputs = self.backend.infer({name: tensor})
         self.infer_s += time.perf_counter() - t
-        mask = self.decoder.decode(outputs)
-        self.acc.update(to_label(mask, lb, label.shape), label)
+        pred = to_label(self.decoder.decode(outputs), lb, label.shape)
+        self.acc.update(pred, label)
+        if self.out_dir is not None:
+            _write_prediction(source, index, pred, self.out_dir)
 
     def close(self) -> None:
         self.backend.close()
@@ -236,12 +251,23 @@ def _stream(source, m, runs: list[_Run], total: int | None, progress: bool) -> i
                                   hint="every image of an evaluation set needs its mask")
             tensor, lb = pre(frame.image)
             for r in runs:
-                r.step(m.input.name, tensor, lb, label, to_label)
+                r.step(m.input.name, tensor, lb, label, to_label, source, frame.index)
             frames += 1
             bar.update()
     finally:
         bar.close()
     return frames
+
+
+def _write_prediction(source, index: int, pred: np.ndarray, out_dir: Path) -> None:
+    writer = getattr(source, "write_prediction", None)
+    if writer is not None:
+        writer(index, pred, out_dir)
+        return
+    images = getattr(source, "images", None)
+    name = images[index].stem if images is not None else f"{index:06d}"
+    if not cv2.imwrite(str(out_dir / f"{name}.png"), pred):
+        raise SourceError(f"cannot write {out_dir / name}.png", hint="check the --write-predictions folder")
 
 
 def store_in_manifest(b: Bundle, report: EvalReport) -> None:

@@ -141,3 +141,10 @@ def reduced_from_ade20k_labels() -> np.ndarray:
     lut[0] = IGNORE
     lut[255] = IGNORE
     return lut
+
+
+def ade20k_labels_from_reduced() -> np.ndarray:
+    """The inverse for prediction files: k -> k + 1 (0..149 -> 1..150), 255 -> 0 ("other")."""
+    lut = (np.arange(256, dtype=np.int32) + 1).astype(np.uint8)
+    lut[150:] = 0
+    return lut

@@ -78,6 +78,9 @@ def test_ade20k_reduces_the_zero_label(tmp_path):
     assert (got[raw == 0] == 255).all()
     np.testing.assert_array_equal(got[raw > 0], raw[raw > 0] - 1)
     assert got.max() <= 149 or got.max() == 255
+    from segrt.runtime.class_presets import ade20k_labels_from_reduced
+
+    np.testing.assert_array_equal(ade20k_labels_from_reduced()[got], raw)  # back to the stored ids
 
 
 def test_ade20k_bad_layout(tmp_path):

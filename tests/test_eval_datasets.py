@@ -85,3 +85,38 @@ def test_miou_gate_decides_on_the_drop_in_points():
     loose = AccuracyReport("int8", 0.0, ("bg", "thing"), [_row("fp32", 0.70), _row("int8", 0.68)],
                            gate_miou_drop=0.03)
     assert loose.passed and loose.to_manifest()["gate_miou_drop"] == 0.03
+
+
+def test_predictions_are_written_in_the_datasets_ids(voc_bundle, tmp_path):
+    from PIL import Image
+
+    from segrt.calibration.dataset_eval import evaluate_bundle
+    from segrt.export.api import export_bundle
+    from segrt.runtime.class_presets import CITYSCAPES_TABLE, train_ids_from_label_ids
+    from tests._dataset_helpers import make_cityscapes
+
+    bundle, root = voc_bundle
+    evaluate_bundle(bundle.path, f"voc://{root}", progress=False, store=False, predictions_dir=tmp_path / "voc")
+    files = sorted((tmp_path / "voc" / "fp32").glob("*.png"))
+    assert [f.stem for f in files] == [f"2007_{i:06d}" for i in range(6)]
+    with Image.open(files[0]) as im:
+        assert im.mode == "P" and im.getpalette()[3:6] == [128, 0, 0]  # VOC's palette: aeroplane
+
+    city_root, _ = make_cityscapes(tmp_path / "city")
+    city = export_bundle("lraspp_mobilenet_v3_large", tmp_path / "cb", size=(32, 64), classes="cityscapes",
+                         verify=False)
+    report = evaluate_bundle(city.path, f"cityscapes://{city_root}", progress=False, store=False,
+                             predictions_dir=tmp_path / "cs")
+    written = sorted((tmp_path / "cs" / "fp32").glob("*.png"))
+    assert len(written) == report.frames == 3
+    label_ids = {t[1] for t in CITYSCAPES_TABLE}
+    from segrt.runtime.sources import open_source
+
+    total = np.zeros(19, np.int64)
+    with open_source(f"cityscapes://{city_root}") as src:
+        for f, frame in zip(written, src):
+            ids = np.asarray(Image.open(f))
+            assert set(np.unique(ids)) <= label_ids  # labelIds, what the benchmark server scores
+            scored = frame.label != 255
+            total += np.bincount(train_ids_from_label_ids()[ids][scored], minlength=19)[:19]
+    assert total.tolist() == list(report.runs[0].result.pred_pixels)  # the same predictions, mapped back

@@ -20,6 +20,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
     p.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N frames")
     p.add_argument("--out", default=None, metavar="DIR", help="write eval.json, eval.csv and PNG charts here")
+    p.add_argument("--write-predictions", metavar="DIR", default=None,
+                   help="also write every prediction as DIR/<precision>/<image>.png in the dataset's stored ids "
+                        "(Cityscapes labelIds, ADE20K 1..150, VOC palette PNGs)")
     p.add_argument("--no-store", dest="store", action="store_false", help="do not record the result in the manifest")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.set_defaults(func=run)
@@ -31,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
 
     report, written, skipped = evaluate_and_write(
         args.bundle, args.data, precisions=args.precision, backend=args.backend, threads=args.threads,
-        limit=args.limit, out_dir=args.out, store=args.store, progress=args.progress)
+        limit=args.limit, out_dir=args.out, store=args.store, progress=args.progress,
+        predictions_dir=args.write_predictions)
     print(format_table(report))
     for path in written:
         print(f"wrote {path}")

@@ -24,9 +24,12 @@ import numpy as np
 
 from segrt.errors import SourceError
 from segrt.runtime.class_presets import (
+    ade20k_labels_from_reduced,
     class_preset,
+    label_ids_from_train_ids,
     reduced_from_ade20k_labels,
     train_ids_from_label_ids,
+    voc_palette,
 )
 from segrt.runtime.sources.base import Frame, int_param
 from segrt.runtime.sources.images import ImageListSource
@@ -36,13 +39,34 @@ DEFAULT_SPLITS = {"voc": "val", "cityscapes": "val", "ade20k": "validation"}
 
 
 class DatasetSource(ImageListSource):
-    """Image/label pairs of a dataset split; labels go through ``label_lut`` (None: kept as stored)."""
+    """Image/label pairs of a dataset split; labels go through ``label_lut`` (None: kept as stored).
+
+    ``stored_lut`` maps evaluation ids back to the ids the dataset stores (Cityscapes labelIds,
+    ADE20K's unreduced ids), for prediction files a benchmark server scores; ``palette_rgb``,
+    when given, makes those files palette PNGs (VOC's)."""
 
     def __init__(self, uri: str, images: list[Path], labels: list[Path], classes: tuple[str, ...],
-                 label_lut: np.ndarray | None = None) -> None:
+                 label_lut: np.ndarray | None = None, stored_lut: np.ndarray | None = None,
+                 palette_rgb: tuple[tuple[int, int, int], ...] | None = None) -> None:
         super().__init__(uri, images, labels)
         self.label_classes = classes
         self.label_lut = label_lut
+        self.stored_lut = stored_lut
+        self.palette_rgb = palette_rgb
+
+    def write_prediction(self, index: int, mask: np.ndarray, out_dir: Path) -> Path:
+        """``mask`` (evaluation ids, label resolution) as ``out_dir/<image stem>.png`` in the stored ids."""
+        ids = cv2.LUT(mask, self.stored_lut) if self.stored_lut is not None else mask
+        path = out_dir / f"{self.images[index].stem}.png"
+        if self.palette_rgb is not None:
+            from PIL import Image
+
+            im = Image.frombytes("P", (ids.shape[1], ids.shape[0]), np.ascontiguousarray(ids).tobytes())
+            im.putpalette([v for c in self.palette_rgb for v in c])
+            im.save(path)
+        elif not cv2.imwrite(str(path), ids):
+            raise SourceError(f"cannot write {path}", hint="check the --write-predictions folder")
+        return path
 
     def _read(self) -> Frame | None:
         frame = super()._read()
@@ -93,7 +117,7 @@ def voc_source(uri: str) -> DatasetSource:
     ids = [ln.strip().split()[0] for ln in listing.read_text(encoding="utf-8").splitlines() if ln.strip()]
     images, labels = _pairs(uri, [image_dir / f"{i}.jpg" for i in ids], [label_dir / f"{i}.png" for i in ids],
                             limit)
-    return DatasetSource(uri, images, labels, class_preset("voc").classes)
+    return DatasetSource(uri, images, labels, class_preset("voc").classes, palette_rgb=voc_palette(256))
 
 
 def cityscapes_source(uri: str) -> DatasetSource:
@@ -105,7 +129,8 @@ def cityscapes_source(uri: str) -> DatasetSource:
     labels = [label_dir / p.parent.name / p.name.replace("_leftImg8bit.png", "_gtFine_labelIds.png")
               for p in images]
     images, labels = _pairs(uri, images, labels, limit)
-    return DatasetSource(uri, images, labels, class_preset("cityscapes").classes, train_ids_from_label_ids())
+    return DatasetSource(uri, images, labels, class_preset("cityscapes").classes, train_ids_from_label_ids(),
+                         stored_lut=label_ids_from_train_ids())
 
 
 def ade20k_source(uri: str) -> DatasetSource:
@@ -117,7 +142,8 @@ def ade20k_source(uri: str) -> DatasetSource:
     images = sorted(image_dir.glob("*.jpg"))
     labels = [label_dir / f"{p.stem}.png" for p in images]
     images, labels = _pairs(uri, images, labels, limit)
-    return DatasetSource(uri, images, labels, class_preset("ade20k").classes, reduced_from_ade20k_labels())
+    return DatasetSource(uri, images, labels, class_preset("ade20k").classes, reduced_from_ade20k_labels(),
+                         stored_lut=ade20k_labels_from_reduced())
 
 
 def dataset_source(uri: str) -> DatasetSource:
