@@ -41,7 +41,7 @@ from segrt.calibration.progress import progress_bar
 from segrt.calibration.quantize_steps import Evaluator as _Evaluator
 from segrt.calibration.quantize_steps import calibrate_for_quantize as _calibrate
 from segrt.calibration.quantize_steps import conversion_errors as _conversion_errors
-from segrt.calibration.qdq_cpu import CPU_PRECISION, TARGETS
+from segrt.calibration.qdq_cpu import CPU_PRECISION, CPU_QUANT_OPS, TARGETS
 from segrt.calibration.qdq import (
     DEFAULT_QUANT_OPS,
     FP16_QDQ_OPSET,
@@ -118,8 +118,8 @@ class QuantizeReport:
         if self.artifact is not None:
             lines.append(f"wrote {self.bundle / self.artifact.path} (sha256 {self.artifact.sha256[:12]})"
                          + ("" if self.passed else "  [gate FAILED, registered because the gate was disabled]"))
-        if self.cpu is not None:
-            lines.append(self.cpu.to_text())
+        if self.cpu is not None:  # --target cpu: the "wrote" line above is the CPU graph's already
+            lines.append(self.cpu.to_text(written_line=self.cpu.artifact is not self.artifact))
         for w in self.warnings:
             lines.append(f"warning: {w}")
         lines.append(f"done in {self.seconds:.1f} s")
@@ -261,7 +261,10 @@ def quantize_bundle(bundle: Bundle | str | os.PathLike[str], precision: str, *, 
         prepared, note = prepare_fp32(fp32_model, min_opset=FP16_QDQ_OPSET if remainder == "fp16" else None)
         if note:
             warnings.append(f"INT8 remainder stays FP32: {note}")
-        ranges, calibration = _calibrate(prepared, b, plan, calib_frames, method, op_types, threads, progress)
+        # one calibration for both variants: the CPU graph quantizes more op types (CPU_QUANT_OPS)
+        cpu_ops = CPU_QUANT_OPS if tuple(op_types) == DEFAULT_QUANT_OPS else tuple(op_types)
+        calib_ops = tuple(op_types) if target == "tensorrt" else tuple(dict.fromkeys((*op_types, *cpu_ops)))
+        ranges, calibration = _calibrate(prepared, b, plan, calib_frames, method, calib_ops, threads, progress)
         if calibration["frames"] < MIN_CALIB_FRAMES_WARN:
             warnings.append(f"only {calibration['frames']} calibration frames (< {MIN_CALIB_FRAMES_WARN}): "
                             "INT8 ranges may not cover your scenes; give a longer or more varied --calib")
@@ -276,7 +279,7 @@ def quantize_bundle(bundle: Bundle | str | os.PathLike[str], precision: str, *, 
         candidates = quantizable_nodes(prepared, WEIGHTED_OPS, exclude=auto_excluded_nodes(prepared))
         if target == "cpu":
             return _cpu_only(b, prepared, ranges, calibration, evaluator, plan, eval_set, gate_value, enforce_gate,
-                             max_fallback, progress, threads, op_types, method, fp32_sha, warnings, t0,
+                             max_fallback, progress, threads, cpu_ops, method, fp32_sha, warnings, t0,
                              {"evidence": evidence, "allow_small_eval": allow_small_eval, "gate_miou_drop": miou_gate})
 
     artifact_model, emulated, details = build(())
@@ -361,7 +364,7 @@ def quantize_bundle(bundle: Bundle | str | os.PathLike[str], precision: str, *, 
     result.artifact = art
     if precision == "int8" and target == "both" and ranges is not None:
         result.cpu = _cpu_beside(b, prepared, ranges, evaluator, eval_info, gate_value, max_fallback, progress,
-                                 threads, op_types, excluded, details, warnings,
+                                 threads, cpu_ops, excluded, details, warnings,
                                  {"evidence": evidence, "allow_small_eval": allow_small_eval, "gate_miou_drop": miou_gate})
     result.seconds = time.perf_counter() - t0
     return result

@@ -52,7 +52,7 @@ class CpuVariantResult:
     def passed(self) -> bool:
         return self.accuracy.passed
 
-    def to_text(self) -> str:
+    def to_text(self, written_line: bool = True) -> str:
         d = self.details
         fmt = ", ".join(f"{k} {v:.1f} ms" for k, v in self.format_ms.items())
         acc = self.accuracy.agreement
@@ -63,9 +63,9 @@ class CpuVariantResult:
                  f"{CPU_PRECISION}: agreement with FP32 {100 * (acc or 0):.3f}% (gate {100 * self.accuracy.gate:.3f}%)"
                  + (f" after excluding {len(self.excluded)} layer(s)" if self.excluded else "")
                  + (" passed" if self.passed else " FAILED")]
-        if self.artifact is not None:
+        if self.artifact is not None and written_line:
             lines.append(f"{CPU_PRECISION}: wrote {self.artifact.path} (sha256 {self.artifact.sha256[:12]})")
-        else:
+        elif self.artifact is None:
             lines.append(f"{CPU_PRECISION}: not written (below the gate); the CPU runs fp32 or the int8 graph")
         lines += [f"{p}: {what}" for p, what in self.twins.items()]
         return "\n".join(lines)
