@@ -119,7 +119,8 @@ def _tflite_reference(net, tflite_path: str, plan: ExportPlan) -> dict[str, Any]
         return {"skipped": str(exc)}
     if not report["passed"]:
         raise VerificationError(f"the PyTorch port differs from TFLite on {tflite_path}: max |p diff| "
-                                f"{report['max_abs_prob_diff']:.2e}, mask agreement {100 * report['mask_agreement']:.3f}%",
+                                f"{report['max_abs_prob_diff']:.2e}, mask agreement "
+                                f"{100 * report['mask_agreement']:.3f}%",
                                 hint="the .tflite is not the selfie segmenter this port implements")
     return report
 
