@@ -102,3 +102,14 @@ def test_accuracy_line_is_in_percent_and_flags_a_meaningless_agreement():
     assert _accuracy_text(acc) == "agreement with FP32 99.98%, mIoU vs labels 96.6%, gate 99.0% passed"
     acc["evidence"]["agreement_meaningful"] = False
     assert "meaningless" in _accuracy_text(acc)
+
+
+@pytest.mark.slow
+def test_demo_goes_on_past_a_failed_gate(tmp_path):
+    """The MediaPipe selfie segmenter does not survive INT8 (nor FP16 on the synthetic scene, 99.89%):
+    the demo reports those steps as failed and still streams and benchmarks what passed."""
+    report = run_demo(tmp_path / "demo", model="mediapipe_selfie", frames=5)
+    status = {s.name: s.status for s in report.steps}
+    assert status["export"] == "done" and status["quantize int8"] == "failed"
+    assert "goes on without int8" in next(s.detail for s in report.steps if s.name == "quantize int8")
+    assert status["stream"] == "done" and status["benchmark"] == "done"
