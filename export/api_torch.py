@@ -136,7 +136,7 @@ def _graph_module(net, plan: ExportPlan, label: str):
     if plan.family == "instances":
         from segrt.export.maskrcnn import INSTANCE_OUTPUTS, MaskRCNNExport
 
-        module = MaskRCNNExport(net, fused=fuse).eval()
+        module = MaskRCNNExport(net, fused=fuse, max_detections=plan.max_detections).eval()
         example = (torch.zeros(1, h, w, 3, dtype=torch.uint8) if fuse else torch.zeros(1, 3, h, w),)
         return module, example, ("frame" if fuse else "input"), list(INSTANCE_OUTPUTS), None
     core = SemanticLogits(net).eval()

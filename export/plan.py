@@ -55,6 +55,7 @@ class ExportPlan:
     fuse: bool
     dynamic: ShapeRange | None
     multiple: int
+    max_detections: int | None = None  # Mask R-CNN only; None = the model's box_detections_per_img
 
     @property
     def num_classes(self) -> int:
@@ -169,6 +170,12 @@ def plan_torch_export(net, defaults: ModelDefaults, *, label: str, name: str | N
         if dynamic or max_batch:
             raise ConfigError(f"{label}: --dynamic and --max-batch are not supported for Mask R-CNN",
                               hint="export at a fixed --size (the detection graph is built per size)")
+    if spec.max_detections is not None:
+        if family != "instances":
+            raise ConfigError(f"{label}: --max-detections applies to Mask R-CNN only",
+                              hint="drop --max-detections for semantic models")
+        if int(spec.max_detections) < 1:
+            raise ConfigError(f"--max-detections {spec.max_detections} must be at least 1")
     default_classes = defaults.classes if defaults.classes is not None else \
         _classes_from_module(net, family, h, w, label)
     cls_names = classes_for(default_classes, classes, num_classes, label)
@@ -185,7 +192,7 @@ def plan_torch_export(net, defaults: ModelDefaults, *, label: str, name: str | N
     return ExportPlan(name=name or label, family=family, classes=cls_names, palette=palette, height=h, width=w,
                       mean=_triplet(spec.mean or defaults.mean), std=_triplet(spec.std or defaults.std),
                       color_order=spec.color_order or defaults.color_order, fuse=fuse, dynamic=shape_range,
-                      multiple=defaults.multiple)
+                      multiple=defaults.multiple, max_detections=spec.max_detections)
 
 
 def plan_onnx_import(io, *, path: Path, label: str, name: str | None, classes: tuple[str, ...] | None,
@@ -200,6 +207,9 @@ def plan_onnx_import(io, *, path: Path, label: str, name: str | None, classes: t
                           f"{TensorProto.DataType.Name(io.input_type)} {list(io.input_shape)}",
                           hint="fused means uint8 [N,H,W,3] in and a mask out; unfused means float [N,3,H,W] "
                                "in and logits out; drop the flag to detect it")
+    if spec.max_detections is not None:
+        raise ConfigError(f"{path}: --max-detections applies to a Mask R-CNN exported from PyTorch",
+                          hint="drop --max-detections when importing an .onnx")
     if io.fused and not fuse:
         raise ConfigError(f"{path} is already fused (uint8 frame in, mask out); --no-fuse cannot undo that",
                           hint="drop --no-fuse, or import the model's unfused ONNX")

@@ -29,6 +29,7 @@ class ModelSpec:
     color_order: str | None = None
     onnx_fused: bool | None = None
     palette: tuple[tuple[int, int, int], ...] | None = None
+    max_detections: int | None = None  # Mask R-CNN: rows of its static outputs (default box_detections_per_img)
 
     @classmethod
     def coerce(cls, spec: "ModelSpec | Mapping[str, Any] | None") -> "ModelSpec":

@@ -107,6 +107,27 @@ def test_maskrcnn_with_no_detections_is_verified_through_the_probe(tmp_path):
     assert sorted(p.name for p in b.path.iterdir()) == ["model.onnx", "segrt.json"]  # the probe is not shipped
 
 
+@pytest.mark.slow
+def test_maskrcnn_max_detections_sets_the_static_rows(tmp_path, capsys):
+    from segrt.tools.cli import main
+
+    assert main(["export", "maskrcnn_resnet50_fpn", "--size", "128x160", "--max-detections", "7",
+                 "-o", str(tmp_path / "b")]) == 0
+    b = Bundle.open(tmp_path / "b")
+    _check_instances_contract(b, 128, 160, rows=7)
+    v = b.manifest.export["verification"]
+    assert v["detections_compared"] > 0 and v["matched_pct"] == 100.0
+
+
+def test_max_detections_is_refused_where_it_does_not_apply(tmp_path):
+    from segrt.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--max-detections applies to Mask R-CNN only"):
+        export_bundle("unet", tmp_path / "u", size=(64, 64), spec={"max_detections": 5}, verify=False)
+    with pytest.raises(ConfigError, match="must be at least 1"):
+        export_bundle("maskrcnn_resnet50_fpn", tmp_path / "m", size=(128, 160), spec={"max_detections": 0})
+
+
 def test_maskrcnn_refuses_dynamic_and_mean_std(tmp_path):
     from segrt.errors import ConfigError
 

@@ -38,6 +38,9 @@ def add_parser(subparsers) -> None:
                     help=".onnx import: the file already takes a uint8 frame and returns a mask")
     io.add_argument("--onnx-unfused", dest="onnx_fused", action="store_const", const=False,
                     help=".onnx import: the file takes float NCHW and returns logits (segrt fuses it)")
+    p.add_argument("--max-detections", type=int, metavar="N",
+                   help="Mask R-CNN: pad its outputs to N detections, plus num_detections (default: the "
+                        "model's box_detections_per_img, 100); static shapes for TensorRT")
     p.add_argument("--name", help="bundle name in the manifest (default: the model's)")
     p.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime vs PyTorch check")
     p.set_defaults(func=run)
@@ -51,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     if args.classes and args.classes_file:
         raise ConfigError("--classes and --classes-file both given", hint="pass only one of them")
     spec = ModelSpec(mean=parse_triplet(args.mean, "--mean"), std=parse_triplet(args.std, "--std"),
-                     color_order=args.color_order, onnx_fused=args.onnx_fused)
+                     color_order=args.color_order, onnx_fused=args.onnx_fused, max_detections=args.max_detections)
     bundle = export_bundle(
         args.model, args.output, weights=args.weights, num_classes=args.num_classes,
         classes=args.classes_file or args.classes, size=args.size, fuse=not args.no_fuse,
