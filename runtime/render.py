@@ -28,6 +28,7 @@ import numpy as np
 
 from segrt.errors import ConfigError
 from segrt.runtime.instances import Instance
+from segrt.runtime.render_instances import InstancePainter
 from segrt.runtime.manifest import Manifest
 from segrt.runtime.preprocess import Letterbox
 
@@ -109,6 +110,7 @@ class Renderer:
         self._bg_lut = bg
         self._has_bg = bool(bg.any())
         self._inst_colours = _instance_colours()
+        self._painter = InstancePainter(self._inst_colours)
         self._tints: dict[int, np.ndarray] = {}
         self._geom: tuple | None = None
         self._rows: dict[tuple[int, str], np.ndarray] = {}
@@ -304,25 +306,16 @@ class Renderer:
                 right.fill(0)
                 canvases.append((right, False))
         thick = max(1, int(round(2 * self._scale)))
+        order = self._painter.order(instances)
+        self._painter.paint(instances, order, frame, canvases, a, thick)
         by_class: dict[int, list] = {}
         covered: dict[int, int] = {}
-        # Lowest score first, so the most confident instance ends on top.
-        for j in sorted(range(len(instances)), key=lambda k: instances[k].score):
+        for j in order:  # lowest score first, so the most confident box and tag end on top
             inst = instances[j]
             colour = self._inst_colours[j % len(self._inst_colours)]
             cb = tuple(int(v) for v in colour)
-            x, y = inst.origin
-            mh, mw = inst.mask.shape
-            sel = inst.mask.view(bool)
-            for canvas, on_frame in canvases:
-                roi = canvas[y:y + mh, x:x + mw]
-                if on_frame:
-                    roi[sel] = (roi[sel] * (1.0 - a) + colour * a).astype(np.uint8)
-                else:
-                    roi[sel] = colour
-                contours, _ = cv2.findContours(inst.mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-                cv2.drawContours(roi, contours, -1, cb, thick, cv2.LINE_AA)
-                bx0, by0, bx1, by1 = (int(round(v)) for v in inst.box)
+            bx0, by0, bx1, by1 = (int(round(v)) for v in inst.box)
+            for canvas, _ in canvases:
                 cv2.rectangle(canvas, (bx0, by0), (max(bx0, bx1 - 1), max(by0, by1 - 1)), cb, thick)
                 self._label_tag(canvas, f"{self._name(inst.label)} {inst.score:.2f}", (bx0, by0), cb)
             by_class.setdefault(inst.label, []).append(colour)

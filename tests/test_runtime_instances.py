@@ -144,3 +144,35 @@ def test_instance_rendering_draws_masks_boxes_and_labels():
     side = Renderer(m, view="side-by-side", legend=False).render(f, inst, lb)
     assert side.shape == (128, 256, 3)
     assert np.all(side[100:, 130:200] == 0)  # the mask panel's background is black
+
+
+def _two_overlapping(lb):
+    prob = np.ones((2, 1, 28, 28), np.float32)
+    return instances_from_outputs(_outputs([[8, 8, 40, 40], [24, 24, 56, 56]], [0.6, 0.9], [1, 2], prob), lb)
+
+
+def test_the_more_confident_instance_is_painted_on_top_and_outlined():
+    classes = ("__background__", "person", "car")
+    m = Manifest(name="mrcnn", classes=classes, palette=default_palette(3),
+                 input=InputSpec(name="frame", height=64, width=64), preprocess=PreprocessSpec(),
+                 output=OutputSpec(kind="instances", names=("boxes", "labels", "scores", "masks"), num_classes=3))
+    lb = letterbox_for((64, 64), (64, 64), "stretch")
+    inst = _two_overlapping(lb)
+    r = Renderer(m, view="mask", legend=False)
+    out = r.render(np.full((64, 64, 3), 100, np.uint8), inst, lb).copy()
+    low, high = (tuple(int(v) for v in r._inst_colours[j]) for j in (1, 0))  # instance 0 is the 0.9 one
+    assert tuple(out[30, 30]) == high  # the overlap shows the more confident instance
+    assert tuple(out[12, 20]) == low  # only the 0.6 instance covers this pixel
+    assert not out[60:, :20].any()  # the mask view's background stays black
+    # at the 0.9 instance's left border (x=24) inside the 0.6 one: its colour up to the border,
+    # the 0.6 instance's own colour right outside it (no spill either way)
+    assert tuple(out[30, 24]) == high and tuple(out[30, 23]) == low
+    # a second frame with the same instances draws the same picture (the id map is reset)
+    again = r.render(np.full((64, 64, 3), 100, np.uint8), inst, lb)
+    assert np.array_equal(out, again)
+    empty = r.render(np.full((64, 64, 3), 100, np.uint8), [], lb)
+    assert not empty.any()
+    overlay = Renderer(m, view="overlay", alpha=0.5, legend=False).render(np.full((64, 64, 3), 100, np.uint8), inst, lb)
+    tint = (np.array(high) * 0.5 + 100 * 0.5).round()
+    assert np.abs(overlay[34, 34].astype(int) - tint).max() <= 1  # an inside pixel: frame and colour, half each
+    assert np.all(overlay[60:, :20] == 100)  # untouched frame outside every instance
