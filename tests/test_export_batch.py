@@ -34,7 +34,7 @@ def test_max_batch_exports_a_batch_axis_verified_item_by_item(tmp_path, capsys, 
     sess = ort.InferenceSession(str(bundle.onnx_path()), providers=["CPUExecutionProvider"])
     assert sess.run(None, {"frame": np.zeros((3, 32, 32, 3), np.uint8)})[0].shape == (3, 32, 32)
     # TensorRT's profile covers the axis: min batch 1, opt and max N.
-    prof = profile_shapes(inp, dims[:1] and [-1, 32, 32, 3])
+    prof = profile_shapes(inp, [-1, 32, 32, 3])  # the ONNX input as parsed: -1 for N
     assert (prof.min, prof.opt, prof.max) == ((1, 32, 32, 3), (3, 32, 32, 3), (3, 32, 32, 3))
 
 
