@@ -33,8 +33,10 @@ def bundle_max_batch(bundle: Bundle) -> int:
     return int(dyn.max[0]) if dyn is not None else 1
 
 
-def tensors_from_bundle(bundle: Bundle) -> tuple[tuple[TensorConfig, ...], tuple[TensorConfig, ...]]:
-    """Triton I/O from the manifest, batch axis excluded: uint8 NHWC frame -> uint8 mask when fused."""
+def tensors_from_bundle(bundle: Bundle, *, batched: bool = True
+                        ) -> tuple[tuple[TensorConfig, ...], tuple[TensorConfig, ...]]:
+    """Triton I/O from the manifest: uint8 NHWC frame -> uint8 mask when fused. ``batched``: dims
+    exclude the batch axis (max_batch_size > 0); else they are the graph's full static shape."""
     m = bundle.manifest
     inp, out = m.input, m.output
     if out.kind == "instances":
@@ -44,12 +46,14 @@ def tensors_from_bundle(bundle: Bundle) -> tuple[tuple[TensorConfig, ...], tuple
         raise ConfigError(f"{bundle.path}: the graph has a dynamic H/W; Triton gets a fixed size here",
                           hint="re-export with --size HxW --max-batch N")
     h, w = inp.height, inp.width
+    n: tuple[int, ...] = () if batched else (1,)
+    # An image format names 3 dims (Triton refuses it on 4): only when the batch axis is outside dims.
     if inp.fused:
-        i = TensorConfig(inp.name, "uint8", (h, w, 3), "FORMAT_NHWC")
-        o = TensorConfig(out.names[0], "uint8", (h, w))
+        i = TensorConfig(inp.name, "uint8", (*n, h, w, 3), "FORMAT_NHWC" if batched else None)
+        o = TensorConfig(out.names[0], "uint8", (*n, h, w))
     else:
-        i = TensorConfig(inp.name, "float32", (3, h, w), "FORMAT_NCHW")
-        o = TensorConfig(out.names[0], "float32", (out.num_classes, h, w))
+        i = TensorConfig(inp.name, "float32", (*n, 3, h, w), "FORMAT_NCHW" if batched else None)
+        o = TensorConfig(out.names[0], "float32", (*n, out.num_classes, h, w))
     return (i,), (o,)
 
 
@@ -76,10 +80,14 @@ def deploy_triton(bundle_path: str | os.PathLike[str], repo: str | os.PathLike[s
         raise ConfigError(f"bad Triton model name {name!r}", hint="pass --name with letters, digits, - or _")
     graph_batch = bundle_max_batch(bundle)
     batch = graph_batch if max_batch is None else max_batch
-    if batch > graph_batch:
-        raise ConfigError(f"--max-batch {batch} exceeds the bundle's batch axis (1..{graph_batch})",
+    if batch > graph_batch or batch < 1:
+        raise ConfigError(f"--max-batch {batch} is outside the bundle's batch axis (1..{graph_batch})",
                           hint=f"re-export with: segrt export MODEL --max-batch {batch}")
-    inputs, outputs = tensors_from_bundle(bundle)
+    if bundle.manifest.input.dynamic is None:
+        # A static batch-1 graph: Triton's ONNX Runtime and TensorRT backends batch only a graph
+        # whose first dimension is variable, so the config states the full shape, no batching.
+        batch = 0
+    inputs, outputs = tensors_from_bundle(bundle, batched=batch > 0)
     cc_files: tuple[tuple[str, str], ...] = ()
     files: dict[str, Path] = {}
     params: tuple[tuple[str, str], ...] = ()

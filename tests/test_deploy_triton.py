@@ -81,7 +81,7 @@ def test_the_protobuf_check_rejects_unknown_fields_and_wrong_types(tmp_path):
 
 
 def test_refusals_are_one_line_errors(batched, tmp_path):
-    with pytest.raises(ConfigError, match="exceeds the bundle's batch axis"):
+    with pytest.raises(ConfigError, match="outside the bundle.s batch axis"):
         deploy_triton(batched.path, tmp_path / "r", max_batch=16)
     with pytest.raises(BundleError, match="no fp32 TensorRT engine"):
         deploy_triton(batched.path, tmp_path / "r", platform="tensorrt")
@@ -90,3 +90,13 @@ def test_refusals_are_one_line_errors(batched, tmp_path):
     with pytest.raises(BundleError, match="no int8 model"):
         deploy_triton(batched.path, tmp_path / "r", precision="int8")
     assert not (tmp_path / "r" / "tiny").exists()
+
+
+def test_a_static_batch_one_bundle_gets_max_batch_size_zero_and_full_dims(tmp_path):
+    from segrt.tools.tiny_model import tiny_bundle
+
+    plain = tiny_bundle(tmp_path / "plain", H, W)
+    dep = deploy_triton(plain.path, tmp_path / "repo", name="plain")
+    text = (dep.model_dir / "config.pbtxt").read_text()
+    assert "max_batch_size: 0" in text and "dims: [ 1, 32, 48, 3 ]" in text and "dynamic_batching" not in text
+    assert parse_model_configs(dep.model_dir / "config.pbtxt")[str(dep.model_dir / "config.pbtxt")] == "OK 0"

@@ -144,3 +144,14 @@ def test_run_and_bench_verbs_take_a_triton_backend(served, tmp_path, capsys):
     rows = json.loads((tmp_path / "bench" / "bench.json").read_text())["rows"]
     assert rows[0]["backend"] == uri and rows[0]["status"] == "ok"
     assert {"h2d", "compute", "d2h"} <= set(rows[0]["stages"])  # upload, network+queue+compute, download
+
+
+def test_a_repository_that_does_not_load_is_one_clear_error(tmp_path):
+    server_root_or_skip()
+    bundle = batched_tiny_bundle(tmp_path / "tiny", H, W, 2)
+    dep = deploy_triton(bundle.path, tmp_path / "repo", name="broken", platform="python")
+    (dep.model_dir / "1" / "model.onnx").unlink()  # the Python model's initialize() cannot open it
+    server = LocalTritonServer(tmp_path / "repo", log_path=tmp_path / "server.log", start_timeout_s=60)
+    with pytest.raises(BackendUnavailableError, match="could not load a model: .*broken"):
+        server.start()
+    assert server.proc.poll() is not None

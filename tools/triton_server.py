@@ -94,10 +94,25 @@ class LocalTritonServer:
                                               hint=f"see {self.log_path}")
             if self._ready():
                 return self
+            failed = self._load_failure()
+            if failed:
+                self.stop()
+                raise BackendUnavailableError(f"tritonserver could not load a model: {failed}",
+                                              hint=f"see {self.log_path}")
             time.sleep(0.2)
         self.stop()
         raise BackendUnavailableError(f"tritonserver not ready after {self.start_timeout_s:.0f} s",
                                       hint=f"see {self.log_path}")
+
+    def _load_failure(self) -> str | None:
+        """The first model-load error in the log once the server gave up loading, else None."""
+        text = self.log_path.read_text(errors="replace")
+        if "failed to load all models" not in text:
+            return None
+        for line in text.splitlines():
+            if "failed to load" in line and "all models" not in line:
+                return line.split("] ", 1)[-1].strip().strip('"')
+        return "see the log"
 
     def _ready(self) -> bool:
         try:
