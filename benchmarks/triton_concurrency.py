@@ -31,13 +31,15 @@ def _percentile(ms: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(ms), q))
 
 
-def _client_run(url: str, frame: np.ndarray, n: int, lat: list[float], errors: list[BaseException]) -> None:
+def _client_run(url: str, frame: np.ndarray, n: int, lat: list[float], errors: list[BaseException],
+                start: threading.Barrier) -> None:
     from segrt.runtime.backends.triton import TritonBackend
 
     try:
         with TritonBackend(url, timeout_s=120) as be:
             for _ in range(3):
                 be.infer(frame)
+            start.wait(timeout=300)  # every client warmed up: the timed section starts together
             for _ in range(n):
                 t = time.perf_counter()
                 be.infer(frame)
@@ -49,10 +51,13 @@ def _client_run(url: str, frame: np.ndarray, n: int, lat: list[float], errors: l
 def concurrency_row(url: str, frame: np.ndarray, clients: int, frames: int) -> dict:
     lat: list[float] = []
     errors: list[BaseException] = []
-    threads = [threading.Thread(target=_client_run, args=(url, frame, frames, lat, errors)) for _ in range(clients)]
-    t0 = time.perf_counter()
+    start = threading.Barrier(clients + 1)
+    threads = [threading.Thread(target=_client_run, args=(url, frame, frames, lat, errors, start))
+               for _ in range(clients)]
     for t in threads:
         t.start()
+    start.wait(timeout=300)
+    t0 = time.perf_counter()
     for t in threads:
         t.join()
     wall = time.perf_counter() - t0
