@@ -155,3 +155,26 @@ def test_a_repository_that_does_not_load_is_one_clear_error(tmp_path):
     with pytest.raises(BackendUnavailableError, match="could not load a model: .*broken"):
         server.start()
     assert server.proc.poll() is not None
+
+
+def test_eval_through_triton_scores_as_the_local_backend(served, tmp_path, capsys):
+    import cv2
+
+    from _export_helpers import cli
+
+    bundle, server = served
+    rng = np.random.default_rng(5)
+    for sub in ("images", "masks"):
+        (tmp_path / "data" / sub).mkdir(parents=True)
+    for i in range(4):
+        cv2.imwrite(str(tmp_path / "data" / "images" / f"{i}.png"), rng.integers(0, 256, (H, W, 3), dtype=np.uint8))
+        cv2.imwrite(str(tmp_path / "data" / "masks" / f"{i}.png"), rng.integers(0, 4, (H, W), dtype=np.uint8))
+    tables = {}
+    for backend in ("onnxruntime", f"triton://{server.url}/seg"):
+        rc, out, err = cli(capsys, "eval", str(bundle.path), "--data", str(tmp_path / "data"), "--backend", backend,
+                           "--no-store", "--no-progress")
+        assert rc == 0, err
+        row = next(line for line in out.splitlines() if line.startswith("fp32"))
+        tables[backend] = row.split()[2:5]  # aAcc, mIoU, mAcc
+    local, remote = tables.values()
+    assert remote == local and float(local[1]) > 0

@@ -16,7 +16,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("bundle", help="bundle directory")
     p.add_argument("--data", required=True, metavar="URI", help="labelled dataset or image+mask folder")
     p.add_argument("--precision", default="fp32", metavar="LIST", help="comma-separated, e.g. fp32,fp16,int8")
-    p.add_argument("--backend", default="auto", metavar="{auto,onnxruntime,tensorrt}", help="default auto")
+    p.add_argument("--backend", default="auto", metavar="{auto,onnxruntime,tensorrt,triton://HOST:PORT/MODEL}",
+                   help="default auto")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
     p.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N frames")
     p.add_argument("--out", default=None, metavar="DIR", help="write eval.json, eval.csv and PNG charts here")
