@@ -65,17 +65,20 @@ def parse_spec(text: str = "".join(SPEC)) -> list[tuple[str, tuple[int, ...], tu
     return ops
 
 
-def _same_pad(x: torch.Tensor, k: int, s: int) -> tuple[torch.Tensor, int]:
-    """TensorFlow SAME padding: symmetric when it can be (returned as the conv's padding), else explicit."""
-    h, w = int(x.shape[2]), int(x.shape[3])
+def _same_pad(x: torch.Tensor, k: int, s: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """TensorFlow SAME padding as the conv's symmetric padding plus, where TF pads one more row or
+    column at the end, zeros appended by concatenation (a ``Pad`` would export a ConstantOfShape
+    that TensorRT 10 refuses)."""
     pads = []
-    for size in (h, w):
+    for size in (int(x.shape[2]), int(x.shape[3])):
         total = max((math.ceil(size / s) - 1) * s + k - size, 0)
         pads.append((total // 2, total - total // 2))
-    (t, b), (left, r) = pads
-    if t == b == left == r:
-        return x, t
-    return F.pad(x, (left, r, t, b)), 0
+    (top, bottom), (left, right) = pads
+    if bottom > top:
+        x = torch.cat([x, x[:, :, : bottom - top, :] * 0.0], dim=2)
+    if right > left:
+        x = torch.cat([x, x[:, :, :, : right - left] * 0.0], dim=3)
+    return x, (top, left)
 
 
 class SelfieSegmentation(nn.Module):
