@@ -111,3 +111,11 @@ def test_unlabelled_source_is_refused(tmp_path, dataset):
     bundle = tiny_bundle(tmp_path / "b")
     with pytest.raises(SourceError, match="no labels"):
         evaluate_bundle(bundle.path, str(dataset / "images" / "000.png"), progress=False)
+
+
+def test_limit_stops_early_and_counts_only_those_frames(tmp_path, dataset):
+    bundle = tiny_bundle(tmp_path / "b")
+    report = evaluate_bundle(bundle.path, str(dataset), limit=2, progress=False, store=False)
+    assert report.frames == 2 and report.runs[0].result.frames == 2
+    full = evaluate_bundle(bundle.path, str(dataset), progress=False, store=False)
+    assert report.runs[0].result.pixels < full.runs[0].result.pixels
