@@ -61,6 +61,7 @@ class IoUAccumulator:
         n = self.num_classes
         # Rows 0..255 (every uint8 label), columns 0..n (n: a prediction outside the classes).
         self._counts = np.zeros((256, n + 1), np.int64)
+        self._idx: np.ndarray | None = None
         self.frames = 0
 
     def update(self, pred: np.ndarray, label: np.ndarray) -> None:
@@ -73,11 +74,17 @@ class IoUAccumulator:
         p = pred.reshape(-1)
         if int(p.max(initial=0)) >= n:
             p = np.minimum(p, np.uint8(n))
-        idx = label.reshape(-1).astype(np.uint16)
-        idx *= np.uint16(n + 1)
+        idx = self._index_buffer(p.size)
+        np.multiply(label.reshape(-1), np.uint16(n + 1), out=idx, dtype=np.uint16)
         idx += p
         self._counts += np.bincount(idx, minlength=256 * (n + 1)).reshape(256, n + 1)
         self.frames += 1
+
+    def _index_buffer(self, size: int) -> np.ndarray:
+        """A uint16 buffer for ``label * (n + 1) + pred``, reused while the frame size stays."""
+        if self._idx is None or self._idx.size != size:
+            self._idx = np.empty(size, np.uint16)
+        return self._idx
 
     def merge(self, other: "IoUAccumulator") -> None:
         if other.num_classes != self.num_classes:
