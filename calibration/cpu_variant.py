@@ -62,7 +62,8 @@ class CpuVariantResult:
                  f"{CPU_PRECISION}: format {d['format']} kept (measured here: {fmt})",
                  f"{CPU_PRECISION}: agreement with FP32 {100 * (acc or 0):.3f}% (gate {100 * self.accuracy.gate:.3f}%)"
                  + (f" after excluding {len(self.excluded)} layer(s)" if self.excluded else "")
-                 + (" passed" if self.passed else " FAILED")]
+                 + (" passed" if self.passed else " FAILED" if not self.accuracy.agreement_passed
+                    else " FAILED (too little evidence, see the gate line)")]
         if self.artifact is not None and written_line:
             lines.append(f"{CPU_PRECISION}: wrote {self.artifact.path} (sha256 {self.artifact.sha256[:12]})")
         elif self.artifact is None:
