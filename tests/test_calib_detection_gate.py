@@ -53,3 +53,35 @@ def test_score_drift_and_mask_iou_of_matched_pairs():
 def test_a_box_below_the_iou_threshold_is_not_a_match():
     shifted = _frame([[12, 12, 28, 28], [30, 30, 60, 60]], [1, 2], [0.9, 0.8])  # IoU 1/7 with the first
     assert detection_agreement([REF], [shifted], SIZE).matched == 1
+
+
+@pytest.mark.slow
+def test_fp16_maskrcnn_keeps_detection_logic_fp32_and_parses_everywhere(tmp_path):
+    """Random weights: the agreement figures are printed, not gated (their scores are near ties)."""
+    import onnx
+    import onnxruntime as ort
+
+    from segrt.calibration.instances_fp16 import instances_fp16_from_fp32
+    from segrt.export.api import export_bundle
+    from segrt.export.trt_opcheck import check_releases
+
+    b = export_bundle("maskrcnn_resnet50_fpn", tmp_path / "m", size=(128, 160), verify=False)
+    fp32 = onnx.load(str(b.onnx_path("fp32")))
+    conv = instances_fp16_from_fp32(fp32)
+    graph = onnx.shape_inference.infer_shapes(conv.model).graph
+    types = {v.name: v.type.tensor_type.elem_type for v in (*graph.value_info, *graph.input, *graph.output)}
+    ops = {}
+    for n in graph.node:
+        ops.setdefault(n.op_type, set()).add(types.get(n.input[0]))
+    assert ops["Conv"] == {onnx.TensorProto.FLOAT16} and ops["If"] == {onnx.TensorProto.BOOL}
+    for op in ("RoiAlign", "TopK", "Exp"):  # NonMaxSuppression sits in an If, which stays FP32
+        assert ops[op] == {onnx.TensorProto.FLOAT}, op
+    assert all(not v for v in check_releases(conv.model).values())
+    sessions = [ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+                for m in (fp32, conv.model)]
+    frame = np.random.default_rng(0).integers(0, 256, (1, 128, 160, 3), dtype=np.uint8)
+    names = [o.name for o in sessions[0].get_outputs()]
+    ref, got = ([dict(zip(names, s.run(None, {"frame": frame})))] for s in sessions)
+    a = detection_agreement(ref, got, (160, 128))
+    print(a)
+    assert a.reference_detections > 0 and a.matched > 0 and 0.0 <= a.mask_iou_mean <= 1.0
