@@ -89,18 +89,23 @@ def main() -> None:
         write_voc(root / "voc", args.frames, h, w)
         bundle = export_bundle(args.model, root / "bundle", size=(h, w), classes="voc", verify=False)
         frames = [cv2.imread(str(p)) for p in sorted((root / "voc/VOC2012/JPEGImages").glob("*.jpg"))[:8]]
+        uri = f"voc://{root / 'voc'}"
         before = infer_alone(bundle, frames, args.frames, args.threads)
-        t0 = time.perf_counter()
-        report = evaluate_bundle(bundle, f"voc://{root / 'voc'}", threads=args.threads, progress=False,
-                                 store=False)
-        eval_s = time.perf_counter() - t0
+        timed = {}
+        for prefetch in (True, False):
+            t0 = time.perf_counter()
+            report = evaluate_bundle(bundle, uri, threads=args.threads, progress=False, store=False,
+                                     prefetch=prefetch)
+            timed[prefetch] = (time.perf_counter() - t0, report)
         after = infer_alone(bundle, frames, args.frames, args.threads)
     alone = (before + after) / 2
-    n = report.frames
+    n = args.frames
     print(f"inference alone   {1e3 * alone / n:8.1f} ms/frame  (before {1e3 * before / n:.1f}, "
           f"after {1e3 * after / n:.1f})")
-    print(f"segrt eval        {1e3 * eval_s / n:8.1f} ms/frame  (of which backend {report.runs[0].infer_ms:.1f})")
-    print(f"ratio eval / inference alone: {eval_s / alone:.3f}  (target <= 1.15)")
+    for prefetch, (eval_s, report) in timed.items():
+        what = "prefetch thread" if prefetch else "one thread     "
+        print(f"segrt eval, {what} {1e3 * eval_s / n:8.1f} ms/frame  (of which backend "
+              f"{report.runs[0].infer_ms:.1f}); ratio to inference alone {eval_s / alone:.3f}  (target <= 1.15)")
     print(f"mIoU {100 * report.runs[0].result.miou:.2f} (random weights: meaningless)")
 
 

@@ -116,12 +116,13 @@ def evaluate_bundle(bundle: Bundle | str | os.PathLike[str], data: str, *,
                     precisions: str | Sequence[str] = ("fp32",), backend: str = "auto", threads: int | None = None,
                     limit: int | None = None, progress: bool = True, store: bool = True,
                     echo: Callable[[str], None] | None = None,
-                    predictions_dir: str | os.PathLike[str] | None = None) -> EvalReport:
+                    predictions_dir: str | os.PathLike[str] | None = None, prefetch: bool = True) -> EvalReport:
     """Score ``bundle`` on the labelled source ``data`` for each precision; store it in the manifest.
 
     ``predictions_dir``: also write each prediction (label resolution) as
     ``<dir>/<precision>/<image stem>.png``, in the dataset's stored ids when it has them
-    (Cityscapes labelIds, ADE20K's unreduced ids, VOC palette PNGs) for a benchmark server."""
+    (Cityscapes labelIds, ADE20K's unreduced ids, VOC palette PNGs) for a benchmark server.
+    ``prefetch``: decode the next frames on a helper thread while the backend runs."""
     b = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle)
     m = b.manifest
     if m.output.kind not in ("mask", "logits"):
@@ -143,7 +144,7 @@ def evaluate_bundle(bundle: Bundle | str | os.PathLike[str], data: str, *,
         total = source.frame_count if limit is None else min(limit, source.frame_count or limit)
         runs = [_Run(b, p, backend, threads, echo, predictions_dir) for p in precs]
         try:
-            frames = _stream(source, m, runs, total, progress)
+            frames = _stream(source, m, runs, total, progress, prefetch)
         finally:
             for r in runs:
                 r.close()
@@ -238,13 +239,20 @@ def _prefetched(source, total: int | None) -> Iterator:
         thread.join()
 
 
-def _stream(source, m, runs: list[_Run], total: int | None, progress: bool) -> int:
+def _in_order(source, total: int | None) -> Iterator:
+    for n, frame in enumerate(source, 1):
+        yield frame
+        if total is not None and n >= total:
+            return
+
+
+def _stream(source, m, runs: list[_Run], total: int | None, progress: bool, prefetch: bool = True) -> int:
     pre = Preprocessor(m)
     to_label = LabelResolution()
     bar = progress_bar(total, "eval frames", enabled=progress)
     frames = 0
     try:
-        for frame in _prefetched(source, total):
+        for frame in (_prefetched(source, total) if prefetch else _in_order(source, total)):
             label = frame.label
             if label is None:
                 raise SourceError(f"{source.uri}: frame {frame.index} has no label",

@@ -119,3 +119,11 @@ def test_limit_stops_early_and_counts_only_those_frames(tmp_path, dataset):
     assert report.frames == 2 and report.runs[0].result.frames == 2
     full = evaluate_bundle(bundle.path, str(dataset), progress=False, store=False)
     assert report.runs[0].result.pixels < full.runs[0].result.pixels
+
+
+def test_prefetch_thread_changes_nothing_but_speed(tmp_path, dataset):
+    bundle = tiny_bundle(tmp_path / "b")
+    a = evaluate_bundle(bundle.path, str(dataset), progress=False, store=False, prefetch=True)
+    b = evaluate_bundle(bundle.path, str(dataset), progress=False, store=False, prefetch=False)
+    assert a.runs[0].result.to_dict() == b.runs[0].result.to_dict()
+    np.testing.assert_array_equal(a.runs[0].confusion, b.runs[0].confusion)
