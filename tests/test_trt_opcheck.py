@@ -265,3 +265,10 @@ def test_the_selftest_tiny_model_passes_every_release(fused):
 
     found = check_releases(tiny_segmentation_onnx(fused=fused))
     assert found == {r: [] for r in RELEASES}, found
+
+
+def test_every_listed_type_is_a_tensorrt_type():
+    known = {"FP32", "FP16", "BF16", "INT32", "INT64", "INT8", "UINT8", "BOOL", "FP8", "FP4", "INT4"}
+    for release, spec in load_support_table().items():
+        for op, types in (*spec["ops"].items(), *spec["importer_types"].items()):
+            assert set(types) <= known, (release, op, types)
