@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import time
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,11 +77,14 @@ class InstanceScores:
     images: int
     detections: int
     unmapped_labels: tuple[str, ...] = field(default=())
+    backend: str = ""  # the backend that ran (onnxruntime | tensorrt | ...)
+    infer_ms: float = 0.0  # mean backend time per image (inference alone)
 
     def as_record(self) -> dict[str, Any]:
         return {"metric": "coco_ap", "implementation": "pycocotools COCOeval", "images": self.images,
                 "detections": self.detections, "box": dict(self.box), "mask": dict(self.mask),
-                "unmapped_labels": list(self.unmapped_labels)}
+                "unmapped_labels": list(self.unmapped_labels), "backend": self.backend,
+                "infer_ms": round(self.infer_ms, 3)}
 
 
 def coco_results_from_instances(image_id: int, instances: Sequence[Instance], frame_size: tuple[int, int],
@@ -148,16 +152,21 @@ def evaluate_instance_bundle(bundle: Bundle | str | os.PathLike[str], uri: str, 
     image_ids = sorted(gt.getImgIds())[:limit]
     pre = Preprocessor(b.manifest)
     results: list[dict[str, Any]] = []
+    infer_s = 0.0
     with backend_for_bundle(b, backend=backend, precision=precision, threads=threads) as net:
+        ran_on = str(net.name)
         for image_id in image_ids:
             info = gt.loadImgs(image_id)[0]
             frame = cv2.imread(str(coco_set.images / info["file_name"]), cv2.IMREAD_COLOR)
             if frame is None:
                 raise SourceError(f"cannot read {coco_set.images / info['file_name']} (image {image_id})")
             tensor, lb = pre(frame)
+            t = time.perf_counter()
             outputs = net.infer({b.manifest.input.name: tensor})
+            infer_s += time.perf_counter() - t
             found = instances_from_outputs(outputs, lb, score_threshold, names=b.manifest.output.names)
             results += coco_results_from_instances(image_id, found, lb.frame_size, mapping)
     ap = coco_ap(gt, results)
     return InstanceScores(box=ap["bbox"], mask=ap["segm"], images=len(image_ids), detections=len(results),
-                          unmapped_labels=unmapped)
+                          unmapped_labels=unmapped, backend=ran_on,
+                          infer_ms=1000.0 * infer_s / max(len(image_ids), 1))

@@ -100,3 +100,37 @@ def test_bad_sources_are_one_line_errors(tmp_path):
                              classes=("__background__", "zebra"))
     with pytest.raises(ConfigError, match="no class of o is a category"):
         evaluate_instance_bundle(other, uri)
+
+
+def test_segrt_eval_on_an_instance_bundle_writes_table_json_csv_and_manifest(tmp_path, capsys):
+    import csv
+
+    from segrt.runtime.bundle import Bundle
+    from segrt.tools.cli import main
+
+    uri = _coco_set(tmp_path / "coco")
+    bundle = _bundle(tmp_path / "b", [0, 2], rows=10)  # the second person is missed
+    expected = (51 / 101 + 1.0) / 2
+    out = tmp_path / "report"
+    assert main(["eval", str(bundle.path), "--data", uri, "--out", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "box" in printed and "mask" in printed and f"{100 * expected:.2f}" in printed
+    report = json.loads((out / "eval.json").read_text())
+    (run,) = report["runs"]
+    assert run["precision"] == "fp32" and run["backend"] == "onnxruntime" and run["detections"] == 2
+    assert run["mask"]["AP"] == pytest.approx(expected) and run["box"]["AP50"] == pytest.approx(expected)
+    assert run["mask"]["APl"] is None
+    rows = list(csv.DictReader((out / "eval.csv").open()))
+    assert [(r["precision"], r["task"]) for r in rows] == [("fp32", "box"), ("fp32", "mask")]
+    assert float(rows[1]["AP"]) == pytest.approx(expected, abs=1e-6) and rows[1]["APm"] == ""
+    stored = Bundle.open(bundle.path).manifest.artifacts["fp32"].details["eval"]["onnxruntime"][uri]
+    assert stored["metric"] == "coco_ap" and stored["mask"]["AP"] == pytest.approx(expected)
+    assert stored["frames"] == 1
+
+
+def test_segrt_eval_on_an_instance_bundle_wants_a_coco_set(tmp_path):
+    from segrt.tools.eval_run import evaluate_and_write
+
+    bundle = _bundle(tmp_path / "b", [0], rows=4)
+    with pytest.raises(ConfigError, match="coco://"):
+        evaluate_and_write(bundle.path, str(tmp_path), progress=False)
