@@ -27,6 +27,7 @@ import numpy as np
 import onnx
 
 from segrt.calibration.collect import METHODS
+from segrt.calibration.detection_gate import DetectionGate
 from segrt.calibration.cpu_variant import CpuVariantResult, cpu_variant, register_cpu_twins, register_cpu_variant
 from segrt.calibration.evaluate import collect_eval_set
 from segrt.calibration.evidence import evidence_from_masks
@@ -177,7 +178,8 @@ def quantize_bundle(bundle: Bundle | str | os.PathLike[str], precision: str, *, 
                     max_fallback: int = 8, progress: bool = True, threads: int | None = None,
                     op_types: Sequence[str] = DEFAULT_QUANT_OPS, remainder: str = "fp16",
                     sensitivity_frames: int = SENSITIVITY_FRAMES, allow_small_eval: bool = False,
-                    gate_miou: float | None = None, target: str = "both") -> QuantizeReport:
+                    gate_miou: float | None = None, target: str = "both",
+                    detection_gate: DetectionGate | None = None) -> QuantizeReport:
     """Make the ``precision`` ONNX of ``bundle``, gate it against FP32, and register it.
 
     ``gate`` is the minimum pixel agreement with FP32 (fraction or percent; default 99.9% for
@@ -195,6 +197,8 @@ def quantize_bundle(bundle: Bundle | str | os.PathLike[str], precision: str, *, 
     registers the result as failed). A failing result never replaces an existing artifact.
     ``gate_miou`` (mIoU points, e.g. 1.0) gates on the drop of mIoU against the evaluation
     source's labels; given alone, it replaces the agreement gate (pass ``gate`` for both).
+    An instance bundle (FP16 only) is gated on detections instead (``detection_gate``; see
+    :mod:`segrt.calibration.quantize_instances`) and returns an ``InstanceQuantizeReport``.
     """
     t0 = time.perf_counter()
     _check_args(precision, method, calib, calib_frames, eval_frames, max_fallback)
@@ -203,9 +207,15 @@ def quantize_bundle(bundle: Bundle | str | os.PathLike[str], precision: str, *, 
     miou_gate = normalize_miou_gate(gate_miou)
     gate_value = 0.0 if miou_gate is not None and gate is None else normalize_gate(gate, precision)
     b = _open(bundle)
+    if b.manifest.output.kind == "instances":  # detections gated, not pixels: calibration/quantize_instances.py
+        from segrt.calibration.quantize_instances import quantize_instance_bundle
+        return quantize_instance_bundle(b, precision, calib=calib, calib_frames=calib_frames, eval_source=eval_source,
+                                        eval_frames=eval_frames, gate=detection_gate or DetectionGate(),
+                                        enforce_gate=enforce_gate, allow_small_eval=allow_small_eval,
+                                        threads=threads, progress=progress)
     if b.manifest.output.kind not in ("mask", "logits"):
         raise ConfigError(f"bundle {b.path} outputs {b.manifest.output.kind}; the accuracy gate compares "
-                          "semantic masks", hint="quantize semantic segmentation bundles (mask or logits outputs)")
+                          "semantic masks", hint="quantize semantic or instance segmentation bundles")
     fp32_model, _ = _load_fp32(b)
     fp32_sha = b.manifest.artifacts["fp32"].sha256
     warnings: list[str] = []

@@ -103,8 +103,11 @@ def torch_bundle(path: str | Path, height: int = 48, width: int = 64, *, fused: 
 def instances_bundle(path: str | Path, height: int, width: int, boxes: Sequence[Sequence[float]],
                      labels: Sequence[int], scores: Sequence[float], masks: np.ndarray,
                      classes: Sequence[str] = ("__background__", "person", "car"),
-                     rows: int | None = None) -> Bundle:
+                     rows: int | None = None, score_conv: bool = False) -> Bundle:
     """A bundle whose ONNX follows the instances contract and returns fixed detections.
+
+    With ``score_conv`` the scores pass through a 1x1 Conv of weight 1 (exact in FP32), so an
+    FP16 graph of it rounds them to FP16: a real, known score drift.
 
     The graph really takes the uint8 ``frame`` (its mean brightness is added times 0 to the
     scores, so the input is consumed) and returns boxes/labels/scores/masks as Mask R-CNN does.
@@ -138,6 +141,14 @@ def instances_bundle(path: str | Path, height: int, width: int, boxes: Sequence[
         helper.make_node("Identity", ["l"], ["labels"]),
         helper.make_node("Identity", ["m"], ["masks"]),
     ]
+    if score_conv:
+        inits += [numpy_helper.from_array(sc.reshape(1, 1, 1, k_out), "s4"),
+                  numpy_helper.from_array(np.ones((1, 1, 1, 1), np.float32), "w1"),
+                  numpy_helper.from_array(np.array([k_out], np.int64), "k_shape")]
+        nodes[3:4] = [helper.make_node("Add", ["s4", "nil"], ["s4n"]),  # fed by the frame: not constant-folded
+                      helper.make_node("Conv", ["s4n", "w1"], ["s4c"]),
+                      helper.make_node("Reshape", ["s4c", "k_shape"], ["sc"]),
+                      helper.make_node("Add", ["sc", "nil"], ["scores"])]
     names = ("boxes", "labels", "scores", "masks")
     extra_out = []
     if rows is not None:
@@ -145,6 +156,8 @@ def instances_bundle(path: str | Path, height: int, width: int, boxes: Sequence[
         nodes.append(helper.make_node("Identity", ["n"], ["num_detections"]))
         extra_out = [helper.make_tensor_value_info("num_detections", TensorProto.INT64, [1])]
         names += ("num_detections",)
+    for i, node in enumerate(nodes):
+        node.name = f"{node.op_type.lower()}_{i}"
     graph = helper.make_graph(
         nodes, "fixed_instances",
         [helper.make_tensor_value_info("frame", TensorProto.UINT8, [1, height, width, 3])],

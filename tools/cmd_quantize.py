@@ -10,7 +10,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="FP16: cast the ONNX (I/O types and sensitive ops kept FP32). INT8: calibrate on your frames "
                     "(streamed, evenly sampled, de-duplicated) and insert symmetric Q/DQ nodes for TensorRT. "
                     "Either is compared with FP32 on held-out frames; below the gate the worst layers fall back "
-                    "to higher precision, and if it still fails nothing is written (exit 2).",
+                    "to higher precision, and if it still fails nothing is written (exit 2). An instance bundle (Mask R-CNN, "
+                    "fp16) is gated on detections instead: match rate (box IoU >= 0.5, same label), score drift "
+                    "and mask IoU of matched detections against FP32.",
         epilog="SOURCE is any runtime source: a video, an image folder (with masks for mIoU vs labels), "
                "a labelled dataset (voc://ROOT, cityscapes://ROOT, ade20k://ROOT), "
                "a camera (0, v4l2:///dev/video0, csi://0, rtsp://...) or synthetic://?size=WxH&frames=N&seed=S.")
@@ -31,6 +33,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gate-miou", type=float, default=None, metavar="POINTS",
                    help="maximum mIoU drop against the --eval labels, in points (e.g. 1.0); alone it replaces "
                         "the agreement gate")
+    p.add_argument("--min-match-rate", type=float, default=None, metavar="FRACTION",
+                   help="instance bundles: minimum share of detections matching FP32's (box IoU >= 0.5, same "
+                        "label; default 0.95)")
+    p.add_argument("--max-score-drift", type=float, default=None, metavar="SCORE",
+                   help="instance bundles: largest score change of a matched detection (default 0.05)")
+    p.add_argument("--min-mask-iou", type=float, default=None, metavar="FRACTION",
+                   help="instance bundles: minimum mean mask IoU of matched detections (default 0.90)")
     p.add_argument("--no-gate", "--allow-fail", dest="enforce_gate", action="store_false",
                    help="register the result even below the gate (explicit override)")
     p.add_argument("--allow-small-eval", dest="allow_small_eval", action="store_true",
@@ -49,6 +58,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from segrt.calibration.api import quantize_bundle
+    from segrt.calibration.quantize_instances import detection_gate
     from segrt.errors import AccuracyGateError
     try:
         report = quantize_bundle(
@@ -56,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
             eval_source=args.eval_source, eval_frames=args.eval_frames, gate=args.gate,
             enforce_gate=args.enforce_gate, max_fallback=args.max_fallback, progress=args.progress,
             threads=args.threads, allow_small_eval=args.allow_small_eval, gate_miou=args.gate_miou,
-            target=args.target)
+            target=args.target,
+            detection_gate=detection_gate(args.min_match_rate, args.max_score_drift, args.min_mask_iou))
     except AccuracyGateError as err:
         rep = getattr(err, "report", None)
         if rep is not None:  # show the numbers behind the refusal; cli.py prints the error line
