@@ -77,11 +77,11 @@ class Pipeline:
     stop_timeout_s: float = 10.0
 
     def __init__(self, bundle: Bundle | str | os.PathLike[str], source: Source | str | int,
-                 sink: Sink | str | None = None, *, backend: str | Backend = "auto", precision: str = "fp32",
+                 sink: Sink | str | list | None = None, *, backend: str | Backend = "auto", precision: str = "fp32",
                  view: str = "overlay", alpha: float = 0.5, max_frames: int | None = None,
                  threads: int | None = None, legend: bool = True, shares: bool = False,
                  overlay_stats: bool = True, queue_size: int = 2, score_threshold: float = 0.5,
-                 overwrite: bool = False) -> None:
+                 overwrite: bool = False, listen: str | None = None) -> None:
         self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle)
         self.manifest = self.bundle.manifest
         if max_frames is not None and (isinstance(max_frames, bool) or not isinstance(max_frames, int)
@@ -92,6 +92,7 @@ class Pipeline:
         self.source = open_source(source)
         self._sink_spec = sink
         self._overwrite = overwrite  # an existing output video is refused unless True
+        self._listen = listen  # the host an http:// sink without one binds to (127.0.0.1 when None)
         self.sink: Sink | None = None
         self.precision = precision
         self.auto_choice = None
@@ -190,8 +191,12 @@ class Pipeline:
                 self.sink = NullSink("none")
             else:
                 self.sink = open_sink(self._sink_spec, fps=self.source.fps or 30.0,
-                                      size=self.renderer.output_size((fw, fh)), overwrite=self._overwrite)
+                                      size=self.renderer.output_size((fw, fh)), overwrite=self._overwrite,
+                                      listen=self._listen)
             self.sink.open()
+            legend = [(name, tuple(int(v) for v in self.renderer.palette[i]))
+                      for i, name in enumerate(self.renderer.classes)]
+            self.sink.attach(legend, self.live_stats)
         except BaseException:
             self._close_resources()
             raise
@@ -443,6 +448,13 @@ class Pipeline:
         self._last_done = t_done
         for k in ("e2e", "infer", "pre", "post"):
             e[k].add(timings[k])
+
+    def live_stats(self) -> dict:
+        """Frames done, FPS and per-stage running averages (ms), read by an http sink's ``/stats``."""
+        e = self._ema
+        interval = e["interval"].v
+        return {"frames": self._frames_done, "fps": 1.0 / interval if interval else 0.0,
+                "stages_ms": {k: e[k].v for k in ("pre", "infer", "post", "e2e")}}
 
     # ------------------------------------------------------------------ summary
     def _summary(self, interrupted: bool) -> RunSummary:

@@ -14,8 +14,12 @@ def add_parser(subparsers) -> None:
                     "a folder, an image file, null://. Ctrl-C or SIGTERM finalises the output video.")
     p.add_argument("bundle", help="bundle directory (from segrt export)")
     p.add_argument("--source", required=True, metavar="URI", help="frame source")
-    p.add_argument("--sink", default="null://", metavar="URI",
-                   help="where rendered frames go (default null://); an image source's names are kept in a folder")
+    p.add_argument("--sink", action="append", metavar="URI",
+                   help="where rendered frames go (default null://); repeat for several, e.g. "
+                        "--sink http://:8080 --sink out.mp4; an image source's names are kept in a folder")
+    p.add_argument("--listen", default=None, metavar="HOST",
+                   help="the address an http:// sink without a host binds to (default 127.0.0.1); "
+                        "another one (0.0.0.0) requires a token, printed once at start")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output video (refused otherwise)")
     p.add_argument("--backend", default="auto", type=_backend_name,
                    metavar="{auto,onnxruntime,openvino,tensorrt,triton://HOST:PORT/MODEL}",
@@ -59,9 +63,10 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("--cuda-graph needs the TensorRT backend", hint="drop --backend onnxruntime")
         backend = backend_for_bundle(Bundle.open(args.bundle), backend="tensorrt", precision=args.precision,
                                      cuda_graph=True, rebuild=args.backend == "auto")
-    summary = Pipeline(args.bundle, args.source, args.sink, backend=backend, precision=args.precision,
+    sinks = args.sink or ["null://"]
+    summary = Pipeline(args.bundle, args.source, sinks, backend=backend, precision=args.precision,
                        view=args.view, alpha=args.alpha, max_frames=args.max_frames, threads=args.threads,
                        legend=args.legend, shares=args.shares, overlay_stats=args.overlay_stats,
-                       overwrite=args.overwrite).run()
+                       overwrite=args.overwrite, listen=args.listen).run()
     print(summary.table(), flush=True)
     return 130 if summary.interrupted else 0

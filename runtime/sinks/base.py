@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import abc
+from typing import Callable
 
 import numpy as np
 
@@ -42,6 +43,10 @@ class Sink(Resource):
 
     def describe(self) -> str:
         return self.uri
+
+    def attach(self, legend: list[tuple[str, tuple[int, int, int]]], stats: Callable[[], dict]) -> None:
+        """Called by the pipeline once open: the class legend (name, BGR colour) and a live-stats
+        callable. Only sinks that show them (the http view) keep them."""
 
     def _open(self) -> None:
         pass

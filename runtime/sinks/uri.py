@@ -4,24 +4,29 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Sequence
 
 from segrt.errors import SinkError
 from segrt.runtime.sinks.base import Sink
 from segrt.runtime.sinks.display import DisplaySink
 from segrt.runtime.sinks.images import IMAGE_EXTS, ImageFileSink, ImageFolderSink
 from segrt.runtime.sinks.null import NullSink
+from segrt.runtime.sinks.tee import TeeSink
 from segrt.runtime.sinks.video import VIDEO_FOURCC, VideoSink
 
-URI_HELP = "display://, a video file (.mp4 .avi .mkv .mov), a folder (out/ or folder://out), an image file, null://"
+URI_HELP = "display://, http://:PORT (a live view in a browser), a video file (.mp4 .avi .mkv .mov), a folder (out/ or folder://out), an image file, null://"
 
 
-def open_sink(uri: str | os.PathLike[str] | Sink | None, fps: float = 30.0,
-              size: tuple[int, int] | None = None, *, overwrite: bool = False) -> Sink:
+def open_sink(uri: str | os.PathLike[str] | Sink | Sequence[str | os.PathLike[str] | Sink] | None, fps: float = 30.0,
+              size: tuple[int, int] | None = None, *, overwrite: bool = False, listen: str | None = None) -> Sink:
     """The sink for ``uri`` (unopened). ``fps`` is used by video sinks; ``size`` is informative
     (video writers take the size of the first frame). An existing video file is refused
     unless ``overwrite``."""
     if isinstance(uri, Sink):
         return uri
+    if isinstance(uri, (list, tuple)):  # several sinks side by side
+        sinks = [open_sink(u, fps, size, overwrite=overwrite, listen=listen) for u in uri]
+        return sinks[0] if len(sinks) == 1 else TeeSink(sinks)
     if uri is None:
         return NullSink("null://")
     uri = os.fspath(uri).strip()
@@ -32,6 +37,9 @@ def open_sink(uri: str | os.PathLike[str] | Sink | None, fps: float = 30.0,
         scheme, rest = m.group(1).lower(), m.group(2)
         if scheme == "null":
             return NullSink(uri)
+        if scheme == "http":
+            from segrt.runtime.sinks.http import HttpSink
+            return HttpSink(uri, listen=listen)
         if scheme == "display":
             return DisplaySink(uri, title=rest or "segrt")
         if scheme == "folder":
