@@ -77,15 +77,21 @@ def paste_mask(prob: np.ndarray, box: Sequence[float], frame_size: tuple[int, in
         p = p[0]
     if p.ndim != 2:
         raise BackendError(f"instance mask has shape {np.shape(prob)}, expected (M,M) or (1,M,M)")
+    return _paste_pixels(p, box_pixels(box), frame_size, threshold)
+
+
+def _paste_pixels(prob: np.ndarray, pixels: Sequence[int], frame_size: tuple[int, int],
+                  threshold: float) -> tuple[tuple[int, int], np.ndarray] | None:
+    """:func:`paste_mask` for a 2-D float32 ``prob`` and the box's whole pixels (:func:`box_pixels`)."""
     w, h = frame_size
-    x0, y0, x1, y1 = box_pixels(box)
+    x0, y0, x1, y1 = pixels
     cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
     if cx1 <= cx0 or cy1 <= cy0:
         return None
-    resized = cv2.resize(p, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
+    resized = cv2.resize(prob, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
     resized = resized.reshape(y1 - y0, x1 - x0)  # cv2 may squeeze a 1-pixel dimension
     crop = resized[cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0]
-    return (cx0, cy0), (crop >= threshold).astype(np.uint8)
+    return (cx0, cy0), np.greater_equal(crop, threshold).view(np.uint8)  # bool as 0/1 bytes, no copy
 
 
 def instances_from_outputs(outputs: Mapping[str, np.ndarray], letterbox: Letterbox,
@@ -120,12 +126,23 @@ def instances_from_outputs(outputs: Mapping[str, np.ndarray], letterbox: Letterb
     fw, fh = letterbox.frame_size
     keep = np.flatnonzero(scores >= score_threshold)
     keep = keep[np.argsort(-scores[keep], kind="stable")]
+    if not len(keep):
+        return []
+    probs = np.asarray(masks[keep], dtype=np.float32)
+    if probs.ndim == 4 and probs.shape[1] == 1:
+        probs = probs[:, 0]
+    if probs.ndim != 3:
+        raise BackendError(f"instance masks have shape {np.shape(masks)}, expected (K,M,M) or (K,1,M,M)")
+    # the geometry of every kept box at once (as box_pixels and a clip to the frame would give it)
+    fb = frame_boxes[keep].astype(np.float64)
+    pixels = np.floor(fb + 0.5).astype(np.int64)
+    pixels[:, 2:] = np.maximum(pixels[:, 2:], pixels[:, :2] + 1)
+    clipped = np.minimum(np.maximum(fb, 0.0), np.array([fw, fh, fw, fh], np.float64))
     out: list[Instance] = []
-    for i in keep:
-        pasted = paste_mask(masks[i], frame_boxes[i], letterbox.frame_size, mask_threshold)
+    for prob, px, box, label, score in zip(probs, pixels.tolist(), clipped.tolist(), labels[keep].tolist(),
+                                           scores[keep].tolist()):
+        pasted = _paste_pixels(prob, px, letterbox.frame_size, mask_threshold)
         if pasted is None:
             continue  # the box lies entirely in the letterbox padding
-        bx0, by0, bx1, by1 = (float(v) for v in frame_boxes[i])
-        box = (min(max(bx0, 0.0), fw), min(max(by0, 0.0), fh), min(max(bx1, 0.0), fw), min(max(by1, 0.0), fh))
-        out.append(Instance(int(labels[i]), float(scores[i]), box, pasted[0], pasted[1]))
+        out.append(Instance(int(label), score, tuple(box), pasted[0], pasted[1]))
     return out
