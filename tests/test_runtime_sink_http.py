@@ -46,6 +46,8 @@ def test_address_parsing_and_the_default_loopback_bind():
     assert http_address_from_uri("http://:8080") == ("127.0.0.1", 8080, None)
     assert http_address_from_uri("http://:8080", listen="0.0.0.0") == ("0.0.0.0", 8080, None)
     assert http_address_from_uri("http://0.0.0.0:9?token=abc") == ("0.0.0.0", 9, "abc")
+    with pytest.raises(SinkError, match="bad \\?fps"):
+        HttpSink("http://:0?fps=0")
     with pytest.raises(SinkError, match="no port"):
         http_address_from_uri("http://localhost")
     assert isinstance(open_sink("http://:0"), HttpSink)
@@ -205,7 +207,7 @@ def test_five_viewers_at_once_and_one_leaving_mid_stream():
 
 def test_rss_stays_flat_over_2000_frames_with_a_stalled_viewer():
     frame = np.random.default_rng(0).integers(0, 255, (480, 640, 3), np.uint8)  # ~big JPEGs
-    with HttpSink("http://:0") as sink:
+    with HttpSink("http://:0?fps=1000") as sink:  # no rate cap: encode as often as the encoder can
         stalled = socket.socket()
         stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         stalled.connect(("127.0.0.1", sink.port))

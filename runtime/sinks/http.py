@@ -1,6 +1,6 @@
 """``http://HOST:PORT``: a live view in any browser (MJPEG in a plain ``<img>``, legend, ``/stats``).
 
-Routes: ``/`` the page, ``/stream.mjpg`` the MJPEG stream (``multipart/x-mixed-replace``),
+``?fps=N`` caps the view rate (default 30). Routes: ``/`` the page, ``/stream.mjpg`` the MJPEG stream (``multipart/x-mixed-replace``),
 ``/snapshot.jpg`` the latest frame, ``/stats`` per-stage timings as JSON.
 
 The pipeline never waits for a viewer: ``write()`` copies the frame into one preallocated
@@ -38,6 +38,7 @@ log = logging.getLogger("segrt.sink")
 BOUNDARY = "segrtframe"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 JPEG_QUALITY = 80
+VIEW_FPS = 30.0
 
 
 def http_address_from_uri(uri: str, listen: str | None = None) -> tuple[str, int, str | None]:
@@ -53,6 +54,19 @@ def http_address_from_uri(uri: str, listen: str | None = None) -> tuple[str, int
         raise SinkError(f"{uri!r} has no port", hint="use http://:8080 (0 picks a free port)")
     token = parse_qs(parts.query).get("token", [None])[0]
     return parts.hostname or listen or "127.0.0.1", port, token
+
+
+def view_fps_from_uri(uri: str) -> float:
+    """The most frames a second the view is sent (``?fps=``, default 30): a browser shows no more,
+    and encoding every frame of a fast pipeline would take CPU from it."""
+    raw = parse_qs(urlsplit(uri).query).get("fps", [str(VIEW_FPS)])[0]
+    try:
+        fps = float(raw)
+    except ValueError:
+        fps = -1.0
+    if not fps > 0:
+        raise SinkError(f"bad ?fps={raw} in the http sink URI", hint="a positive number, e.g. ?fps=15")
+    return fps
 
 
 def page_html(legend: list[tuple[str, tuple[int, int, int]]], token: str | None) -> str:
@@ -85,6 +99,8 @@ class HttpSink(Sink):
         self.host, self.port, token = http_address_from_uri(uri, listen)
         self.token_required = self.host not in LOOPBACK
         self.token = (token or secrets.token_urlsafe(16)) if self.token_required else None
+        self._min_interval = 1.0 / view_fps_from_uri(uri)
+        self._last_copy = 0.0
         self.legend: list[tuple[str, tuple[int, int, int]]] = []
         self._stats: Callable[[], dict] = lambda: {}
         self._lock = threading.Lock()
@@ -109,6 +125,9 @@ class HttpSink(Sink):
     def _write(self, image: np.ndarray, name: str | None) -> None:
         if self.viewers == 0:
             return  # nobody watches: no copy, no encoding
+        now = time.perf_counter()
+        if now - self._last_copy < self._min_interval:
+            return  # faster than the view rate: this frame is not shown
         with self._lock:
             if self._buf_full:
                 return  # the encoder is still busy with an earlier frame: this one is skipped for viewers
@@ -116,6 +135,7 @@ class HttpSink(Sink):
                 self._buf = np.empty_like(image)
             np.copyto(self._buf, image)
             self._buf_full = True
+            self._last_copy = now
             self._frame_ready.notify()
 
     def _encode_loop(self) -> None:
