@@ -14,7 +14,7 @@ from segrt.runtime.sinks.null import NullSink
 from segrt.runtime.sinks.tee import TeeSink
 from segrt.runtime.sinks.video import VIDEO_FOURCC, VideoSink
 
-URI_HELP = "display://, http://:PORT (a live view in a browser), a video file (.mp4 .avi .mkv .mov), a folder (out/ or folder://out), an image file, null://"
+URI_HELP = "display://, http://:PORT (a live view in a browser), rtp://HOST:PORT, rtsp://@:8554/name, a video file (.mp4 .avi .mkv .mov), a folder (out/ or folder://out), an image file, null://"
 
 
 def open_sink(uri: str | os.PathLike[str] | Sink | Sequence[str | os.PathLike[str] | Sink] | None, fps: float = 30.0,
@@ -40,6 +40,12 @@ def open_sink(uri: str | os.PathLike[str] | Sink | Sequence[str | os.PathLike[st
         if scheme == "http":
             from segrt.runtime.sinks.http import HttpSink
             return HttpSink(uri, listen=listen)
+        if scheme == "rtp":
+            from segrt.runtime.sinks.network import RtpSink
+            return RtpSink(uri, fps)
+        if scheme == "rtsp":
+            from segrt.runtime.sinks.network import RtspSink
+            return RtspSink(uri, fps)
         if scheme == "display":
             return DisplaySink(uri, title=rest or "segrt")
         if scheme == "folder":
