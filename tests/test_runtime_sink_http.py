@@ -159,9 +159,11 @@ def test_page_shows_the_overlay_legend_and_updating_stats_from_a_real_pipeline(t
     assert natural_w == last.shape[1] and shot.shape == last.shape
     assert shot.std() > 10  # not blank
     diff_last = np.abs(shot.astype(np.int16) - last).mean()
-    assert diff_last < 6, f"the page does not show the last rendered frame (mean |diff| {diff_last:.1f})"
-    nearest_raw = min(np.abs(shot.astype(np.int16) - f).mean() for f in raw.values())
-    assert nearest_raw > 2 * diff_last, "the page shows a camera frame, not the overlay"
+    assert diff_last < 8, f"the page does not show the last rendered frame (mean |diff| {diff_last:.1f})"
+    # The legend panel (top right) and the timing box (top left) are drawn over the camera frame.
+    for box in ((slice(0, 45), slice(-90, None)), (slice(0, 45), slice(0, 110))):
+        nearest_raw = min(np.abs(shot[box].astype(np.int16) - f[box]).mean() for f in raw.values())
+        assert nearest_raw > 15, "the page shows a camera frame, not the overlay"
     assert s1 != s2 and "e2e" in s2 and "fps" in s2  # the timings update
     assert all(name in legend for name in p.renderer.classes)
     assert http.frames_encoded > 0
