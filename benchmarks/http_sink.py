@@ -3,7 +3,7 @@
 Usage::
 
     flock /tmp/segrt-bench.lock python benchmarks/http_sink.py                 # 600 frames of 640x480
-    python benchmarks/http_sink.py --frames 300 --size 1280x720 --repeats 3
+    python benchmarks/http_sink.py --frames 600 --size 1280x720 --model-size 384x640 --repeats 3
 
 Each repeat runs the same bundle on the same synthetic file-like source (as fast as it goes),
 once into ``null://`` and once into ``http://127.0.0.1:0`` with one viewer reading the MJPEG
@@ -44,6 +44,7 @@ def _run(bundle, source: str, sink, threads: int) -> float:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bundle", help="a bundle directory (default: the tiny test model, where the sink weighs most)")
+    ap.add_argument("--model-size", default="96x128", help="HxW of the tiny model (a larger one is slower)")
     ap.add_argument("--frames", type=int, default=600)
     ap.add_argument("--size", default="640x480")
     ap.add_argument("--repeats", type=int, default=3)
@@ -53,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     from segrt.tools.tiny_model import tiny_bundle
 
     work = tempfile.TemporaryDirectory(prefix="segrt-http-bench-")
-    bundle = args.bundle or tiny_bundle(Path(work.name) / "tiny", 96, 128, fused=True)
+    mh, mw = (int(v) for v in args.model_size.lower().split("x"))
+    bundle = args.bundle or tiny_bundle(Path(work.name) / "tiny", mh, mw, fused=True)
     source = f"synthetic://?size={args.size}&frames={args.frames}&seed=1"
     print(f"CPU: {platform.processor() or platform.machine()}  python {sys.version.split()[0]}  "
           f"frames {args.frames} of {args.size}, threads {args.threads}")
