@@ -210,7 +210,8 @@ def quantize_bundle(bundle: Bundle | str | os.PathLike[str], precision: str, *, 
     if b.manifest.output.kind == "instances":  # detections gated, not pixels: calibration/quantize_instances.py
         from segrt.calibration.quantize_instances import quantize_instance_bundle
         return quantize_instance_bundle(b, precision, calib=calib, calib_frames=calib_frames, eval_source=eval_source,
-                                        eval_frames=eval_frames, gate=detection_gate or DetectionGate(),
+                                        eval_frames=eval_frames, method=method,
+                                        gate=detection_gate or DetectionGate(),
                                         enforce_gate=enforce_gate, allow_small_eval=allow_small_eval,
                                         threads=threads, progress=progress)
     if b.manifest.output.kind not in ("mask", "logits"):

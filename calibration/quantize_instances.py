@@ -1,4 +1,4 @@
-"""``segrt quantize --precision fp16`` on an instance bundle (Mask R-CNN), behind the detection gate.
+"""``segrt quantize --precision fp16|int8`` on an instance bundle (Mask R-CNN), behind the detection gate.
 
 Flow, as for semantic bundles: held-out frames (never calibration frames) -> FP32 detections
 -> the FP16 graph of :func:`~segrt.calibration.instances_fp16.instances_fp16_from_fp32`
@@ -10,6 +10,9 @@ disabled; a failing result never replaces an existing artifact).
 The FP16 graph is judged twice, as the semantic gate does: as ONNX Runtime's CPU provider runs
 it, and on its FP32 emulation with every FP16 tensor rounded to FP16 (what a TensorRT FP16
 engine computes; the CPU provider skips most FP16 rounding). Both must meet the gate.
+INT8 calibrates on ``calib`` with the semantic machinery and puts Q/DQ on the convolutions
+only (:data:`INT8_OPS`), the remainder FP32, so ONNX Runtime's run is the one judged. The
+sensitivity fallback is not applied to instance bundles.
 
 Evidence: the gate passes only on at least :data:`~segrt.calibration.evidence.MIN_EVAL_FRAMES`
 distinct held-out frames holding at least :data:`MIN_REFERENCE_DETECTIONS` FP32 detections
@@ -148,15 +151,17 @@ def _count(outputs: Sequence[Mapping[str, np.ndarray]], names: Sequence[str]) ->
 
 
 def quantize_instance_bundle(b: Bundle, precision: str, *, calib: str | None = None, calib_frames: int = 200,
-                             eval_source: str | None = None, eval_frames: int = 50,
+                             eval_source: str | None = None, eval_frames: int = 50, method: str = "minmax",
                              gate: DetectionGate = DetectionGate(), enforce_gate: bool = True,
                              allow_small_eval: bool = False, threads: int | None = None,
                              progress: bool = True) -> InstanceQuantizeReport:
     """The FP16 ONNX of the instance bundle ``b``, compared with FP32 by detections, registered if it passes."""
     t0 = time.perf_counter()
-    if precision != "fp16":
-        raise ConfigError(f"--precision {precision} is not available for instance bundles yet",
-                          hint="use --precision fp16 (INT8 Q/DQ of Mask R-CNN is not implemented)")
+    if precision not in ("fp16", "int8"):
+        raise ConfigError(f"--precision {precision} is not available for instance bundles", hint="use fp16 or int8")
+    if precision == "int8" and not calib:
+        raise ConfigError("INT8 needs calibration frames: pass --calib SOURCE",
+                          hint="a video, image folder or camera of your scenes; segrt never calibrates on random data")
     m = b.manifest
     fp32_model = onnx.load(str(b.onnx_path("fp32", verify=True)))
     warnings: list[str] = []
@@ -176,15 +181,22 @@ def quantize_instance_bundle(b: Bundle, precision: str, *, calib: str | None = N
         raise AccuracyGateError(evidence_message(evidence.shortfalls()) + f"; {onnx_filename(precision)} was not "
                                 "written", hint="give more varied --eval frames with objects the model detects, "
                                                 "or accept it explicitly with --allow-small-eval")
-    conv = conversion_errors("FP16")(instances_fp16_from_fp32)(fp32_model)
+    calibration = None
+    if precision == "fp16":
+        conv = conversion_errors("FP16")(instances_fp16_from_fp32)(fp32_model)
+        artifact_model, summary = conv.model, {"fp16_pass": conv.summary()}
+        runs = {"onnxruntime": conv.model, "fp16_rounded": fp32_emulation_from_fp16(conv.model)}
+    else:
+        artifact_model, calibration, summary = _int8_convolutions(fp32_model, b, plan, calib_frames, method, threads,
+                                                                  progress)
+        runs = {"onnxruntime": artifact_model}  # FP32 remainder: what ONNX Runtime runs is what TensorRT computes
     frame_size = (m.input.width, m.input.height)
-    runs = {"onnxruntime": conv.model, "fp16_rounded": fp32_emulation_from_fp16(conv.model)}
     agreements = {k: detection_agreement(reference, _detections_of(model, eval_set, threads), frame_size,
                                          names=names) for k, model in runs.items()}
     eval_info = {**plan.to_dict(), "frames": len(eval_set), "eval_coverage": eval_set.coverage.to_dict()}
     report = InstanceQuantizeReport(b.path, precision, gate, agreements, evidence, eval_info, allow_small_eval,
                                     warnings=warnings)
-    report.details = {"fp16_pass": conv.summary(), "fp32_sha256": m.artifacts["fp32"].sha256,
+    report.details = {**summary, "calibration": calibration, "fp32_sha256": m.artifacts["fp32"].sha256,
                       "gate": dataclasses.asdict(gate),
                       "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
     target = b.path / onnx_filename(precision)
@@ -205,13 +217,31 @@ def quantize_instance_bundle(b: Bundle, precision: str, *, calib: str | None = N
             raise err
         warnings.append("detection gate FAILED and was overridden: the artifact is registered with passed=false")
     with atomic_path(target) as tmp:
-        onnx.save(conv.model, str(tmp))
+        onnx.save(artifact_model, str(tmp))
     art = Artifact(precision=precision, path=target.name, sha256=sha256_file(target),
                    accuracy=_plain(report.to_manifest()), details=_plain(report.details))
     b.update(m.with_artifact(art))
     report.artifact = art
     report.seconds = time.perf_counter() - t0
     return report
+
+
+INT8_OPS = ("Conv",)  # Q/DQ on the convolutions only: RoiAlign, NMS, TopK and box decoding stay FP32
+
+
+def _int8_convolutions(fp32_model: onnx.ModelProto, b: Bundle, plan: SplitPlan, calib_frames: int, method: str,
+                       threads: int | None, progress: bool) -> tuple[onnx.ModelProto, dict, dict]:
+    """The Q/DQ graph (convolutions INT8, everything else FP32), its calibration provenance and summary."""
+    from segrt.calibration.qdq import int8_conversion, prepare_fp32
+    from segrt.calibration.quantize_steps import calibrate_for_quantize
+
+    prepared, _ = prepare_fp32(fp32_model)
+    ranges, calibration = calibrate_for_quantize(prepared, b, plan, calib_frames, method, INT8_OPS, threads, progress)
+    conv = conversion_errors("INT8")(int8_conversion)(prepared, ranges, op_types=INT8_OPS, remainder="fp32",
+                                                       prepared=True)
+    details = conv.details()
+    details.update({"method": method, "op_types": list(INT8_OPS), "per_channel": True, "symmetric": True})
+    return conv.model, calibration, details
 
 
 def _plain(obj):

@@ -82,12 +82,36 @@ def test_too_few_frames_is_too_little_evidence(tmp_path):
     assert rep.passed and rep.evidence.shortfalls()
 
 
-def test_gate_thresholds_are_checked_and_int8_is_refused_for_instances(tmp_path):
+def test_gate_thresholds_are_checked(tmp_path):
     with pytest.raises(ConfigError, match="min-mask-iou"):
         detection_gate(min_mask_iou=1.5)
     b = _bundle(tmp_path / "b", score_conv=False)
-    with pytest.raises(ConfigError, match="fp16"):
-        quantize_bundle(b.path, "int8", calib=EVAL, progress=False)
+    with pytest.raises(ConfigError, match="--calib"):
+        quantize_bundle(b.path, "int8", eval_source=EVAL, progress=False)
+
+
+CALIB = f"synthetic://?size={SIZE}x{SIZE}&frames=20&seed=11"
+
+
+def test_int8_quantizes_only_the_convolutions_and_passes_the_detection_gate(tmp_path):
+    b = _bundle(tmp_path / "b")
+    rep = quantize_bundle(b.path, "int8", calib=CALIB, calib_frames=20, eval_source=EVAL, eval_frames=12,
+                          progress=False)
+    (a,) = rep.agreements.values()
+    assert rep.passed and a.match_rate == 1.0 and a.matched == 36
+    assert 0 < a.score_drift_max <= 0.9 / 127 + 1e-6  # one INT8 step of the largest score at most
+    art = Bundle.open(b.path).manifest.artifacts["int8"]
+    assert art.accuracy["passed"] is True and art.details["op_types"] == ["Conv"]
+    model = onnx.load(str(b.path / art.path))
+    producer = {o: n for n in model.graph.node for o in n.output}
+    conv = next(n for n in model.graph.node if n.op_type == "Conv")
+    assert all(producer[i].op_type == "DequantizeLinear" for i in conv.input[:2] if i in producer)
+    assert conv.input[0] in producer  # the activation is quantized
+    assert not any(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer)  # FP32 remainder
+    with pytest.raises(AccuracyGateError, match="detection gate"):
+        quantize_bundle(_bundle(tmp_path / "c").path, "int8", calib=CALIB, calib_frames=20, eval_source=EVAL,
+                        eval_frames=12, progress=False, detection_gate=detection_gate(max_score_drift=0.0))
+    assert not (tmp_path / "c" / "model.int8.onnx").exists()
 
 
 def test_cli_takes_the_detection_gate_thresholds(tmp_path, capsys):

@@ -10,8 +10,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="FP16: cast the ONNX (I/O types and sensitive ops kept FP32). INT8: calibrate on your frames "
                     "(streamed, evenly sampled, de-duplicated) and insert symmetric Q/DQ nodes for TensorRT. "
                     "Either is compared with FP32 on held-out frames; below the gate the worst layers fall back "
-                    "to higher precision, and if it still fails nothing is written (exit 2). An instance bundle (Mask R-CNN, "
-                    "fp16) is gated on detections instead: match rate (box IoU >= 0.5, same label), score drift "
+                    "to higher precision, and if it still fails nothing is written (exit 2). An instance bundle (Mask R-CNN; "
+                    "fp16, or int8 with Q/DQ on the convolutions only) is gated on detections instead: match rate (box IoU >= 0.5, same label), score drift "
                     "and mask IoU of matched detections against FP32.",
         epilog="SOURCE is any runtime source: a video, an image folder (with masks for mIoU vs labels), "
                "a labelled dataset (voc://ROOT, cityscapes://ROOT, ade20k://ROOT), "
