@@ -138,3 +138,20 @@ def test_fp16_of_a_real_maskrcnn_goes_through_the_detection_gate(tmp_path):
     assert set(rep.agreements) == {"onnxruntime", "fp16_rounded"} and rep.artifact is not None
     art = Bundle.open(b.path).manifest.artifacts["fp16"]
     assert art.accuracy["passed"] == rep.passed and art.details["fp16_pass"]["fp16_nodes"] > 0
+
+
+@pytest.mark.slow
+def test_int8_of_a_real_maskrcnn_quantizes_its_convolutions(tmp_path):
+    """Random weights: the gate's figures are reported, not asserted (8 synthetic calibration frames)."""
+    from segrt.export.api import export_bundle
+
+    b = export_bundle("maskrcnn_resnet50_fpn", tmp_path / "m", size=(128, 160), verify=False)
+    rep = quantize_bundle(b.path, "int8", calib="synthetic://?size=160x128&frames=8&seed=4", calib_frames=8,
+                          eval_source="synthetic://?size=160x128&frames=10&seed=3", eval_frames=10,
+                          progress=False, enforce_gate=False, allow_small_eval=True)
+    print(rep.to_text())
+    art = Bundle.open(b.path).manifest.artifacts["int8"]
+    assert art.details["quantized_nodes"] > 50 and art.details["remainder"] == "fp32"
+    model = onnx.load(str(b.path / art.path))
+    ops = {n.op_type for n in model.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "RoiAlign"} <= ops
