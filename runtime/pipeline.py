@@ -49,7 +49,8 @@ from segrt.runtime.postprocess import MaskDecoder
 from segrt.runtime.preprocess import Preprocessor
 from segrt.runtime.render import Renderer
 from segrt.runtime.interrupts import signals_as_interrupt
-from segrt.runtime.run_summary import STAGES, Ema, FrameResult, RunSummary, StageWindow, stats_text
+from segrt.runtime.run_summary import STAGES, Ema, FrameResult, RunSummary, StageWindow, live_stats_from_ema,
+                                         stats_text
 from segrt.runtime.sinks import NullSink, Sink, open_sink
 from segrt.runtime.sources import Frame, Source, open_source
 
@@ -451,10 +452,7 @@ class Pipeline:
 
     def live_stats(self) -> dict:
         """Frames done, FPS and per-stage running averages (ms), read by an http sink's ``/stats``."""
-        e = self._ema
-        interval = e["interval"].v
-        return {"frames": self._frames_done, "fps": 1.0 / interval if interval else 0.0,
-                "stages_ms": {k: e[k].v for k in ("pre", "infer", "post", "e2e")}}
+        return live_stats_from_ema(self._ema, self._frames_done)
 
     # ------------------------------------------------------------------ summary
     def _summary(self, interrupted: bool) -> RunSummary:

@@ -108,6 +108,13 @@ class Ema:
         return self.v
 
 
+def live_stats_from_ema(ema: dict[str, Ema], frames: int) -> dict:
+    """Frames done, FPS and per-stage running averages (ms): the http sink's ``/stats`` JSON."""
+    interval = ema["interval"].v
+    return {"frames": frames, "fps": 1.0 / interval if interval else 0.0,
+            "stages_ms": {k: ema[k].v for k in ("pre", "infer", "post", "e2e")}}
+
+
 def stats_text(label: str, ema: dict[str, Ema], live: bool, timings: dict[str, float]) -> str:
     """The on-frame text: FPS, latency and stage times from the running averages.
 
