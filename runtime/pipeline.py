@@ -49,8 +49,8 @@ from segrt.runtime.postprocess import MaskDecoder
 from segrt.runtime.preprocess import Preprocessor
 from segrt.runtime.render import Renderer
 from segrt.runtime.interrupts import signals_as_interrupt
-from segrt.runtime.run_summary import STAGES, Ema, FrameResult, RunSummary, StageWindow, live_stats_from_ema,
-                                         stats_text
+from segrt.runtime.run_summary import (STAGES, Ema, FrameResult, RunSummary, StageWindow, live_stats_from_ema,
+                                       stats_text)
 from segrt.runtime.sinks import NullSink, Sink, open_sink
 from segrt.runtime.sources import Frame, Source, open_source
 
