@@ -67,6 +67,16 @@ def unfused_from_fused(model: onnx.ModelProto, manifest: Manifest) -> onnx.Model
     cut = preprocess_nodes(index) | _argmax_tail(index)[0]
     start, end = boundary_tensors(m)
     rename = {start: INPUT_NAME, end: OUTPUT_NAME}
+    # An inner tensor may already carry one of the twin's I/O names (a Q/DQ graph quantizes the
+    # fused graph's own ``logits`` before its ArgMax): give it a fresh name so the twin stays SSA.
+    taken = {x for n in m.graph.node for x in (*n.input, *n.output)} | {t.name for t in m.graph.initializer}
+    for name in (INPUT_NAME, OUTPUT_NAME):
+        if name in taken and name not in rename:
+            fresh, k = f"{name}_inner", 0
+            while fresh in taken:
+                k += 1
+                fresh = f"{name}_inner{k}"
+            rename[name] = fresh
     nodes = []
     for node in m.graph.node:
         if node.name in cut:
@@ -77,7 +87,13 @@ def unfused_from_fused(model: onnx.ModelProto, manifest: Manifest) -> onnx.Model
         n.output[:] = [rename.get(x, x) for x in n.output]
         nodes.append(n)
     used = {x for n in nodes for x in n.input}
-    inits = [t for t in m.graph.initializer if t.name in used]
+    inits = []
+    for t in m.graph.initializer:
+        if rename.get(t.name, t.name) in used:
+            init = onnx.TensorProto()
+            init.CopyFrom(t)
+            init.name = rename.get(t.name, t.name)
+            inits.append(init)
     inp = manifest.input
     batch = "N" if inp.dynamic else inp.batch
     h, w = ("H", "W") if inp.dynamic else (inp.height, inp.width)

@@ -68,3 +68,32 @@ def test_quantize_for_the_cpu_writes_both_forms_and_the_pipeline_runs_the_unfuse
     assert plain.summary.backend["onnx"] == "model.fp32-unfused.onnx"
     agree = np.mean([np.mean(a == c) for a, c in zip(masks_fused, masks_plain)])
     assert len(masks_plain) == 6 and agree > 0.995
+
+
+def test_a_twin_stays_ssa_when_an_inner_tensor_is_already_called_logits(tmp_path):
+    """A Q/DQ graph quantizes the fused graph's own ``logits`` before its ArgMax, so the cut point
+    is another tensor; naming that one ``logits`` must not clash with the inner one."""
+    b = tiny_bundle(tmp_path / "tiny", 32, 48, fused=True)
+    m = onnx.load(str(b.onnx_path("fp32")))
+    argmax = next(n for n in m.graph.node if n.op_type == "ArgMax")
+    assert argmax.input[0] == "logits"
+    scale = onnx.numpy_helper.from_array(np.array(0.05, np.float32), "logits_scale")
+    zero = onnx.numpy_helper.from_array(np.array(0, np.int8), "logits_zero")
+    m.graph.initializer.extend([scale, zero])
+    q = onnx.helper.make_node("QuantizeLinear", ["logits", "logits_scale", "logits_zero"], ["logits_q"])
+    dq = onnx.helper.make_node("DequantizeLinear", ["logits_q", "logits_scale", "logits_zero"], ["logits_dq"])
+    at = list(m.graph.node).index(argmax)
+    m.graph.node.insert(at, dq)
+    m.graph.node.insert(at, q)
+    argmax.input[0] = "logits_dq"
+    twin = unfused_from_fused(m, b.manifest)  # checks the model: raised 'logits used as output names multiple times'
+    outputs = [o for n in twin.graph.node for o in n.output]
+    assert len(outputs) == len(set(outputs)) and "logits" in outputs
+    frame = np.random.default_rng(5).integers(0, 256, (32, 48, 3), dtype=np.uint8)
+    view = b.manifest.replace(input=b.manifest.input.__class__(name="input", height=32, width=48, layout="NCHW",
+                                                                 dtype="float32", fused=False))
+    tensor, _ = Preprocessor(view).pre(frame)
+    logits = ort.InferenceSession(twin.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, {"input": tensor})[0]
+    # the twin ends after the Q/DQ pair: the reference logits to within one quantization step
+    np.testing.assert_allclose(logits, reference_logits(frame[None]), atol=0.05 / 2 + 1e-5)
