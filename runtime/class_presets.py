@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from segrt.errors import ConfigError
+from segrt.runtime.manifest import default_palette
 
 IGNORE = 255
 
@@ -73,17 +74,7 @@ ADE20K_PALETTE_HEX = (
 
 def voc_palette(n: int = 256) -> tuple[tuple[int, int, int], ...]:
     """Pascal VOC's colour map (RGB): the bits of the class id spread over R, G, B from the top."""
-    out = []
-    for i in range(n):
-        r = g = b = 0
-        c = i
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        out.append((r, g, b))
-    return tuple(out)
+    return tuple((r, g, b) for b, g, r in default_palette(n))
 
 
 def _hex_palette(text: str) -> tuple[tuple[int, int, int], ...]:
