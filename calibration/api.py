@@ -213,7 +213,7 @@ def quantize_bundle(bundle: Bundle | str | os.PathLike[str], precision: str, *, 
                                         eval_frames=eval_frames, method=method,
                                         gate=detection_gate or DetectionGate(),
                                         enforce_gate=enforce_gate, allow_small_eval=allow_small_eval,
-                                        threads=threads, progress=progress)
+                                        threads=threads, progress=progress, max_fallback=max_fallback)
     if b.manifest.output.kind not in ("mask", "logits"):
         raise ConfigError(f"bundle {b.path} outputs {b.manifest.output.kind}; the accuracy gate compares "
                           "semantic masks", hint="quantize semantic or instance segmentation bundles")

@@ -9,6 +9,8 @@ the result with FP32 through :func:`segrt.calibration.detection_gate.detection_a
 """
 from __future__ import annotations
 
+from typing import Iterable
+
 import onnx
 
 from segrt.calibration.fp16 import Fp16Conversion, fp16_conversion
@@ -28,9 +30,10 @@ def fp16_nodes(model: onnx.ModelProto) -> set[str]:
     return low
 
 
-def instances_fp16_from_fp32(model: onnx.ModelProto) -> Fp16Conversion:
-    """The FP16 Mask R-CNN graph (same I/O) with only :func:`fp16_nodes` in FP16."""
+def instances_fp16_from_fp32(model: onnx.ModelProto, keep_fp32_nodes: Iterable[str] = ()) -> Fp16Conversion:
+    """The FP16 Mask R-CNN graph (same I/O) with only :func:`fp16_nodes` in FP16, less ``keep_fp32_nodes``
+    (the sensitivity fallback's exclusions)."""
     if any(not n.name for n in model.graph.node):
         raise ValueError("every node needs a name to choose FP16 nodes (the exporters name them)")
-    low = fp16_nodes(model)
+    low = fp16_nodes(model) - set(keep_fp32_nodes)
     return fp16_conversion(model, keep_fp32_nodes=[n.name for n in model.graph.node if n.name not in low])

@@ -11,8 +11,10 @@ The FP16 graph is judged twice, as the semantic gate does: as ONNX Runtime's CPU
 it, and on its FP32 emulation with every FP16 tensor rounded to FP16 (what a TensorRT FP16
 engine computes; the CPU provider skips most FP16 rounding). Both must meet the gate.
 INT8 calibrates on ``calib`` with the semantic machinery and puts Q/DQ on the convolutions
-only (:data:`INT8_OPS`), the remainder FP32, so ONNX Runtime's run is the one judged. The
-sensitivity fallback is not applied to instance bundles.
+only (:data:`INT8_OPS`), the remainder FP32, so ONNX Runtime's run is the one judged.
+Below the gate, the sensitivity fallback (as for semantic models) ranks the convolutions by
+how much keeping each in FP32 raises the gate margin on a few frames, and keeps the worst
+(at most ``max_fallback``) in FP32 until the gate is met.
 
 Evidence: the gate passes only on at least :data:`~segrt.calibration.evidence.MIN_EVAL_FRAMES`
 distinct held-out frames holding at least :data:`MIN_REFERENCE_DETECTIONS` FP32 detections
@@ -35,10 +37,11 @@ from segrt.calibration.evaluate import EvalSet, collect_eval_set, session
 from segrt.calibration.evidence import MIN_EVAL_FRAMES
 from segrt.calibration.fp16 import fp32_emulation_from_fp16
 from segrt.calibration.gate import evidence_message
-from segrt.calibration.instances_fp16 import instances_fp16_from_fp32
+from segrt.calibration.instances_fp16 import fp16_nodes, instances_fp16_from_fp32
 from segrt.calibration.progress import progress_bar
 from segrt.calibration.quantize_steps import conversion_errors
 from segrt.calibration.sampling import SplitPlan, plan_split
+from segrt.calibration.sensitivity import sensitivity_fallback
 from segrt.errors import AccuracyGateError, ConfigError
 from segrt.runtime.bundle import Bundle, onnx_filename
 from segrt.runtime.fsutil import atomic_path, sha256_file
@@ -47,6 +50,7 @@ from segrt.runtime.redact import redact
 
 MIN_REFERENCE_DETECTIONS = 10  # FP32 detections over all held-out frames, for a match rate to mean anything
 GATE_RUNS = ("onnxruntime", "fp16_rounded")  # the two ways the FP16 graph is run against FP32
+SENSITIVITY_FRAMES = 8  # held-out frames the fallback ranks the layers on
 
 
 def detection_gate(min_match_rate: float | None = None, max_score_drift: float | None = None,
@@ -154,7 +158,7 @@ def quantize_instance_bundle(b: Bundle, precision: str, *, calib: str | None = N
                              eval_source: str | None = None, eval_frames: int = 50, method: str = "minmax",
                              gate: DetectionGate = DetectionGate(), enforce_gate: bool = True,
                              allow_small_eval: bool = False, threads: int | None = None,
-                             progress: bool = True) -> InstanceQuantizeReport:
+                             progress: bool = True, max_fallback: int = 8) -> InstanceQuantizeReport:
     """The FP16 ONNX of the instance bundle ``b``, compared with FP32 by detections, registered if it passes."""
     t0 = time.perf_counter()
     if precision not in ("fp16", "int8"):
@@ -181,18 +185,39 @@ def quantize_instance_bundle(b: Bundle, precision: str, *, calib: str | None = N
         raise AccuracyGateError(evidence_message(evidence.shortfalls()) + f"; {onnx_filename(precision)} was not "
                                 "written", hint="give more varied --eval frames with objects the model detects, "
                                                 "or accept it explicitly with --allow-small-eval")
-    calibration = None
-    if precision == "fp16":
-        conv = conversion_errors("FP16")(instances_fp16_from_fp32)(fp32_model)
-        artifact_model, summary = conv.model, {"fp16_pass": conv.summary()}
-        runs = {"onnxruntime": conv.model, "fp16_rounded": fp32_emulation_from_fp16(conv.model)}
-    else:
-        artifact_model, calibration, summary = _int8_convolutions(fp32_model, b, plan, calib_frames, method, threads,
-                                                                  progress)
-        runs = {"onnxruntime": artifact_model}  # FP32 remainder: what ONNX Runtime runs is what TensorRT computes
+    build, candidates, calibration = _builder(precision, fp32_model, b, plan, calib_frames, method, threads, progress)
     frame_size = (m.input.width, m.input.height)
-    agreements = {k: detection_agreement(reference, _detections_of(model, eval_set, threads), frame_size,
-                                         names=names) for k, model in runs.items()}
+
+    def agreements_on(runs: Mapping[str, onnx.ModelProto], idx: Sequence[int]) -> dict[str, DetectionAgreement]:
+        frames = EvalSet([eval_set.inputs[i] for i in idx], [None] * len(idx), eval_set.coverage, eval_set.input_name)
+        ref = [reference[i] for i in idx]
+        return {k: detection_agreement(ref, _detections_of(model, frames, threads), frame_size, names=names)
+                for k, model in runs.items()}
+
+    every = range(len(eval_set))
+    artifact_model, runs, summary = build(())
+    agreements = agreements_on(runs, every)
+    fallback = None
+    if gate_margin(agreements, gate) < 0 and max_fallback > 0 and candidates:
+        few = sorted(set(np.linspace(0, len(eval_set) - 1, min(SENSITIVITY_FRAMES, len(eval_set))).round()
+                         .astype(int).tolist()))
+        cache: dict[tuple[str, ...], tuple] = {}
+
+        def built(ex: tuple[str, ...]) -> tuple:
+            if ex not in cache:
+                cache.clear()  # only the latest is reused (the full score right after the subset score)
+                cache[ex] = build(ex)
+            return cache[ex]
+
+        fallback = sensitivity_fallback(
+            candidates, lambda ex: gate_margin(agreements_on(built(ex)[1], few), gate),
+            lambda ex: gate_margin(agreements_on(built(ex)[1], every), gate), 0.0, max_fallback=max_fallback,
+            baseline=gate_margin(agreements, gate), progress=progress)
+        if fallback.excluded:
+            artifact_model, runs, summary = built(tuple(fallback.excluded))
+            agreements = agreements_on(runs, every)
+        summary = {**summary, "fallback": {**fallback.to_dict(), "score": "detection gate margin (>= 0 passes)"},
+                   "excluded_by_fallback": list(fallback.excluded)}
     eval_info = {**plan.to_dict(), "frames": len(eval_set), "eval_coverage": eval_set.coverage.to_dict()}
     report = InstanceQuantizeReport(b.path, precision, gate, agreements, evidence, eval_info, allow_small_eval,
                                     warnings=warnings)
@@ -226,22 +251,38 @@ def quantize_instance_bundle(b: Bundle, precision: str, *, calib: str | None = N
     return report
 
 
-INT8_OPS = ("Conv",)  # Q/DQ on the convolutions only: RoiAlign, NMS, TopK and box decoding stay FP32
+def gate_margin(agreements: Mapping[str, DetectionAgreement], gate: DetectionGate) -> float:
+    """How far the worst run is inside the gate (>= 0: every run passes), for the sensitivity fallback."""
+    return min(min(a.match_rate - gate.min_match_rate, gate.max_score_drift - a.score_drift_max,
+                   a.mask_iou_mean - gate.min_mask_iou) for a in agreements.values())
 
 
-def _int8_convolutions(fp32_model: onnx.ModelProto, b: Bundle, plan: SplitPlan, calib_frames: int, method: str,
-                       threads: int | None, progress: bool) -> tuple[onnx.ModelProto, dict, dict]:
-    """The Q/DQ graph (convolutions INT8, everything else FP32), its calibration provenance and summary."""
-    from segrt.calibration.qdq import int8_conversion, prepare_fp32
+def _builder(precision: str, fp32_model: onnx.ModelProto, b: Bundle, plan: SplitPlan, calib_frames: int, method: str,
+             threads: int | None, progress: bool):
+    """``build(excluded) -> (artifact, runs judged, summary)``, the fallback's candidates, calibration provenance."""
+    if precision == "fp16":
+        def build(ex: tuple[str, ...]):
+            conv = conversion_errors("FP16")(instances_fp16_from_fp32)(fp32_model, ex)
+            return conv.model, {"onnxruntime": conv.model, "fp16_rounded": fp32_emulation_from_fp16(conv.model)}, \
+                {"fp16_pass": conv.summary()}
+        low = fp16_nodes(fp32_model)
+        return build, [n.name for n in fp32_model.graph.node if n.op_type == "Conv" and n.name in low], None
+    from segrt.calibration.qdq import auto_excluded_nodes, int8_conversion, prepare_fp32, quantizable_nodes
     from segrt.calibration.quantize_steps import calibrate_for_quantize
 
     prepared, _ = prepare_fp32(fp32_model)
     ranges, calibration = calibrate_for_quantize(prepared, b, plan, calib_frames, method, INT8_OPS, threads, progress)
-    conv = conversion_errors("INT8")(int8_conversion)(prepared, ranges, op_types=INT8_OPS, remainder="fp32",
-                                                       prepared=True)
-    details = conv.details()
-    details.update({"method": method, "op_types": list(INT8_OPS), "per_channel": True, "symmetric": True})
-    return conv.model, calibration, details
+
+    def build(ex: tuple[str, ...]):
+        conv = conversion_errors("INT8")(int8_conversion)(prepared, ranges, exclude_nodes=ex, op_types=INT8_OPS,
+                                                           remainder="fp32", prepared=True)
+        details = {**conv.details(), "method": method, "op_types": list(INT8_OPS), "per_channel": True,
+                   "symmetric": True}
+        return conv.model, {"onnxruntime": conv.model}, details  # FP32 remainder: ORT computes what TensorRT does
+    return build, quantizable_nodes(prepared, INT8_OPS, exclude=auto_excluded_nodes(prepared)), calibration
+
+
+INT8_OPS = ("Conv",)  # Q/DQ on the convolutions only: RoiAlign, NMS, TopK and box decoding stay FP32
 
 
 def _plain(obj):

@@ -51,7 +51,8 @@ def test_a_failing_detection_gate_writes_nothing_and_never_overwrites(tmp_path):
     b = _bundle(tmp_path / "b")
     strict = detection_gate(max_score_drift=0.0)  # FP16 rounding of the scores exceeds it
     with pytest.raises(AccuracyGateError, match="detection gate") as err:
-        quantize_bundle(b.path, "fp16", eval_source=EVAL, eval_frames=12, progress=False, detection_gate=strict)
+        quantize_bundle(b.path, "fp16", eval_source=EVAL, eval_frames=12, progress=False, detection_gate=strict,
+                       max_fallback=0)
     assert not (b.path / "model.fp16.onnx").exists() and "fp16" not in Bundle.open(b.path).manifest.artifacts
     assert "FAIL" in err.value.report.to_text()
     # registered once (gate met), a later failing run with --no-gate keeps it unchanged
@@ -59,7 +60,7 @@ def test_a_failing_detection_gate_writes_nothing_and_never_overwrites(tmp_path):
     before = (b.path / "model.fp16.onnx").read_bytes()
     with pytest.raises(AccuracyGateError, match="already exists"):
         quantize_bundle(b.path, "fp16", eval_source=EVAL, eval_frames=12, progress=False, detection_gate=strict,
-                        enforce_gate=False)
+                        enforce_gate=False, max_fallback=0)
     assert (b.path / "model.fp16.onnx").read_bytes() == before
     assert Bundle.open(b.path).manifest.artifacts["fp16"].accuracy["passed"] is True
 
@@ -67,7 +68,7 @@ def test_a_failing_detection_gate_writes_nothing_and_never_overwrites(tmp_path):
 def test_no_gate_registers_a_failing_fp16_as_failed(tmp_path):
     b = _bundle(tmp_path / "b")
     rep = quantize_bundle(b.path, "fp16", eval_source=EVAL, eval_frames=12, progress=False, enforce_gate=False,
-                          detection_gate=detection_gate(max_score_drift=0.0))
+                          detection_gate=detection_gate(max_score_drift=0.0), max_fallback=0)
     assert not rep.passed and rep.artifact is not None
     assert Bundle.open(b.path).manifest.artifacts["fp16"].accuracy["passed"] is False
 
@@ -110,7 +111,8 @@ def test_int8_quantizes_only_the_convolutions_and_passes_the_detection_gate(tmp_
     assert not any(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer)  # FP32 remainder
     with pytest.raises(AccuracyGateError, match="detection gate"):
         quantize_bundle(_bundle(tmp_path / "c").path, "int8", calib=CALIB, calib_frames=20, eval_source=EVAL,
-                        eval_frames=12, progress=False, detection_gate=detection_gate(max_score_drift=0.0))
+                        eval_frames=12, progress=False, detection_gate=detection_gate(max_score_drift=0.0),
+                        max_fallback=0)
     assert not (tmp_path / "c" / "model.int8.onnx").exists()
 
 
@@ -119,7 +121,7 @@ def test_cli_takes_the_detection_gate_thresholds(tmp_path, capsys):
 
     b = _bundle(tmp_path / "b")
     args = ["quantize", str(b.path), "--precision", "fp16", "--eval", EVAL, "--eval-frames", "12", "--no-progress"]
-    assert main([*args, "--max-score-drift", "0"]) == 2
+    assert main([*args, "--max-score-drift", "0", "--max-fallback", "0"]) == 2
     assert "fp16_rounded" in capsys.readouterr().out and not (b.path / "model.fp16.onnx").exists()
     assert main([*args, "--max-score-drift", "0.001", "--min-match-rate", "1", "--min-mask-iou", "1"]) == 0
     assert Bundle.open(b.path).manifest.artifacts["fp16"].accuracy["gate"] == {
@@ -133,7 +135,7 @@ def test_fp16_of_a_real_maskrcnn_goes_through_the_detection_gate(tmp_path):
 
     b = export_bundle("maskrcnn_resnet50_fpn", tmp_path / "m", size=(128, 160), verify=False)
     rep = quantize_bundle(b.path, "fp16", eval_source="synthetic://?size=160x128&frames=10&seed=3", eval_frames=10,
-                          progress=False, enforce_gate=False, allow_small_eval=True)
+                          progress=False, enforce_gate=False, allow_small_eval=True, max_fallback=0)
     print(rep.to_text())
     assert set(rep.agreements) == {"onnxruntime", "fp16_rounded"} and rep.artifact is not None
     art = Bundle.open(b.path).manifest.artifacts["fp16"]
@@ -148,10 +150,23 @@ def test_int8_of_a_real_maskrcnn_quantizes_its_convolutions(tmp_path):
     b = export_bundle("maskrcnn_resnet50_fpn", tmp_path / "m", size=(128, 160), verify=False)
     rep = quantize_bundle(b.path, "int8", calib="synthetic://?size=160x128&frames=8&seed=4", calib_frames=8,
                           eval_source="synthetic://?size=160x128&frames=10&seed=3", eval_frames=10,
-                          progress=False, enforce_gate=False, allow_small_eval=True)
+                          progress=False, enforce_gate=False, allow_small_eval=True, max_fallback=0)
     print(rep.to_text())
     art = Bundle.open(b.path).manifest.artifacts["int8"]
     assert art.details["quantized_nodes"] > 50 and art.details["remainder"] == "fp32"
     model = onnx.load(str(b.path / art.path))
     ops = {n.op_type for n in model.graph.node}
     assert {"QuantizeLinear", "DequantizeLinear", "RoiAlign"} <= ops
+
+
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+def test_the_sensitivity_fallback_keeps_the_drifting_convolution_in_fp32(tmp_path, precision):
+    b = _bundle(tmp_path / "b")
+    rep = quantize_bundle(b.path, precision, calib=CALIB if precision == "int8" else None, calib_frames=20,
+                          eval_source=EVAL, eval_frames=12, progress=False,
+                          detection_gate=detection_gate(max_score_drift=0.0))  # only an FP32 score meets it
+    assert rep.passed and all(a.score_drift_max == 0.0 for a in rep.agreements.values())
+    art = Bundle.open(b.path).manifest.artifacts[precision]
+    assert art.details["excluded_by_fallback"] == ["conv_4"] and art.details["fallback"]["passed"] is True
+    model = onnx.load(str(b.path / art.path))
+    assert not any(n.op_type in ("QuantizeLinear", "Cast") for n in model.graph.node if n.name != "cast_0")
