@@ -36,13 +36,29 @@ from __future__ import annotations
 import math
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, fields, replace
-from urllib.parse import parse_qsl
+from dataclasses import replace
 
 import cv2
 import numpy as np
 
 from segrt.errors import ConfigError
+from segrt.runtime.synthetic_config import SyntheticConfig, resize_label, synthetic_config_from_query
+from segrt.runtime.synthetic_draw import (
+    _SALT_BACKGROUND,
+    _SALT_FRAME,
+    _SALT_NOISE,
+    _SALT_OBJECT,
+    _SALT_SCENE,
+    _check_index,
+    _hsv_to_bgr,
+    _Object,
+    _resize_noise_gain,
+    _rng,
+    _shape_polys,
+    _texture_pattern,
+    _value_noise,
+)
+
 
 __all__ = [
     "SYNTHETIC_CLASSES",
@@ -77,266 +93,9 @@ _FAMILIES: dict[int, dict] = {
 
 _AREA_SCALE = {1: 0.9, 2: 1.05, 3: 1.3, 4: 1.05, 5: 1.05}
 
-_FULL_DETAIL_ROWS = 720  # auto detail: frames taller than this are drawn at half size
 _NOISE_MARGIN = 64  # the noise bank is larger than a frame by this; a frame takes a random crop
 _PATCH_CACHE = 64  # object texture patches kept (an object lives for many frames)
 _OBJECT_CACHE = 64  # object lives kept (each is a pure function of its slot and epoch)
-
-
-@dataclass(frozen=True)
-class SyntheticConfig:
-    """Parameters of a synthetic scene. All geometry scales with ``width``/``height``.
-
-    ``frames`` is the nominal stream length a source plays; :meth:`SyntheticScene.render` accepts
-    any non-negative index. ``noise`` is the sensor-noise standard deviation on the 0..255 scale,
-    ``blur`` the fraction of frames that are motion- or defocus-blurred, ``clutter`` the number
-    of background clutter items, ``objects`` the number of foreground objects alive at a time.
-    ``detail`` is the scale the scene is drawn at before a bilinear resize to the frame size
-    (0 = auto: full up to 720 rows, half above; 1 = always full; 0.25..1 otherwise); sensor
-    noise is drawn at that scale too, with its strength matched after the resize.
-    """
-
-    width: int = 1280
-    height: int = 720
-    fps: float = 30.0
-    frames: int = 300
-    seed: int = 0
-    objects: int = 8
-    noise: float = 4.0
-    blur: float = 0.25
-    clutter: int = 24
-    detail: float = 0.0
-
-    def __post_init__(self) -> None:
-        def check_int(name: str, lo: int, hi: int) -> None:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-                raise ConfigError(f"synthetic: {name} must be an integer, got {value!r}")
-            if not lo <= value <= hi:
-                raise ConfigError(f"synthetic: {name}={value} is out of range [{lo}, {hi}]")
-
-        def check_float(name: str, lo: float, hi: float) -> None:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
-                raise ConfigError(f"synthetic: {name} must be a number, got {value!r}")
-            if not (math.isfinite(value) and lo <= value <= hi):
-                raise ConfigError(f"synthetic: {name}={value} is out of range [{lo}, {hi}]")
-
-        check_int("width", 32, 8192)
-        check_int("height", 32, 8192)
-        check_float("fps", 0.1, 1000.0)
-        check_int("frames", 1, 10**9)
-        check_int("seed", 0, 2**31 - 1)
-        check_int("objects", 0, 32)
-        check_float("noise", 0.0, 64.0)
-        check_float("blur", 0.0, 1.0)
-        check_int("clutter", 0, 1000)
-        check_float("detail", 0.0, 1.0)
-        if 0.0 < self.detail < 0.25:
-            raise ConfigError(f"synthetic: detail={self.detail} must be 0 (auto) or between 0.25 and 1")
-
-    @property
-    def draw_size(self) -> tuple[int, int]:
-        """(width, height) the scene is drawn at before it is scaled to the frame size.
-
-        ``detail=0`` (auto) draws frames up to 720 rows at full size and larger frames at half
-        size: a 1080p frame then costs about a quarter of the drawing, and a bilinear upscale.
-        """
-        scale = self.detail or (1.0 if self.height <= _FULL_DETAIL_ROWS else 0.5)
-        if scale >= 1.0:
-            return self.width, self.height
-        return max(32, int(round(self.width * scale))), max(32, int(round(self.height * scale)))
-
-
-_QUERY_KEYS = ("size", "width", "height", "fps", "frames", "seed", "objects", "noise", "blur", "clutter", "detail")
-
-
-def synthetic_config_from_query(query: str) -> SyntheticConfig:
-    """Parse ``"size=1920x1080&fps=30&frames=300&seed=0"`` (a leading ``?`` is allowed).
-
-    Keys: size (WxH), width, height, fps, frames, seed, objects, noise, blur, clutter, detail. Unknown
-    keys, repeated keys and malformed values raise :class:`ConfigError` naming the key.
-    """
-    query = query.lstrip("?")
-    try:
-        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
-    except ValueError as exc:
-        raise ConfigError(
-            f"synthetic: cannot parse query {query!r}", hint="use key=value pairs joined by '&'"
-        ) from exc
-    kw: dict[str, object] = {}
-    seen: set[str] = set()
-    types = {f.name: f.type for f in fields(SyntheticConfig)}
-    for key, raw in pairs:
-        if key not in _QUERY_KEYS:
-            raise ConfigError(
-                f"synthetic: unknown parameter {key!r}", hint=f"valid keys: {', '.join(_QUERY_KEYS)}"
-            )
-        if key in seen:
-            raise ConfigError(f"synthetic: parameter {key!r} given twice")
-        seen.add(key)
-        if key == "size":
-            parts = raw.lower().split("x")
-            if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
-                raise ConfigError(
-                    f"synthetic: size={raw!r} is not WIDTHxHEIGHT", hint="e.g. size=1920x1080"
-                )
-            kw["width"], kw["height"] = int(parts[0]), int(parts[1])
-            continue
-        try:
-            kw[key] = float(raw) if types[key] in ("float", float) else int(raw)
-        except ValueError as exc:
-            kind = "a number" if types[key] in ("float", float) else "an integer"
-            raise ConfigError(f"synthetic: {key}={raw!r} is not {kind}") from exc
-    if "size" in seen and ({"width", "height"} & seen):
-        raise ConfigError("synthetic: give either size=WxH or width/height, not both")
-    return SyntheticConfig(**kw)  # type: ignore[arg-type]
-
-
-def resize_label(label: np.ndarray, width: int, height: int, dst: np.ndarray | None = None) -> np.ndarray:
-    """Resize a label map to ``width x height`` without inventing classes.
-
-    Uses ``cv2.INTER_NEAREST_EXACT``, which samples the source at the same pixel centres that
-    ``cv2.INTER_LINEAR`` interpolates around; plain ``INTER_NEAREST`` samples the top-left of each
-    cell and shifts labels by up to a source pixel against the resized image.
-    """
-    return cv2.resize(label, (width, height), dst=dst, interpolation=cv2.INTER_NEAREST_EXACT)
-
-
-# --------------------------------------------------------------------------------------------
-# Deterministic randomness: every draw is keyed by (seed, purpose, ...) so nothing depends on
-# the order in which frames or objects are rendered.
-
-_SALT_BACKGROUND, _SALT_NOISE, _SALT_OBJECT, _SALT_FRAME, _SALT_SCENE = 11, 12, 13, 14, 15
-
-
-def _check_index(index: object) -> None:
-    if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or index < 0:
-        raise IndexError(f"synthetic: frame index must be a non-negative integer, got {index!r}")
-
-
-def _rng(*key: int) -> np.random.Generator:
-    return np.random.default_rng([int(k) & 0xFFFFFFFF for k in key])
-
-
-def _hsv_to_bgr(h: float, s: float, v: float) -> np.ndarray:
-    px = np.array([[[h, s, v]]], dtype=np.uint8)
-    return cv2.cvtColor(px, cv2.COLOR_HSV2BGR)[0, 0].astype(np.float32)
-
-
-def _value_noise(rng: np.random.Generator, h: int, w: int, octaves: tuple[int, ...]) -> np.ndarray:
-    """Smooth multi-octave noise in [0, 1], float32 (h, w): random grids resized bicubically."""
-    acc = np.zeros((h, w), np.float32)
-    total = 0.0
-    for i, cells in enumerate(octaves):
-        gh = max(2, int(round(cells * h / max(h, w))) + 1)
-        gw = max(2, int(round(cells * w / max(h, w))) + 1)
-        grid = rng.random((gh, gw), dtype=np.float32)
-        amp = 0.55**i
-        acc += amp * cv2.resize(grid, (w, h), interpolation=cv2.INTER_CUBIC)
-        total += amp
-    acc /= total
-    lo, hi = float(acc.min()), float(acc.max())
-    return (acc - lo) / max(hi - lo, 1e-6)
-
-
-def _resize_noise_gain(sx: float, sy: float) -> float:
-    """1 / (std of unit white noise after a bilinear resize by 1/sx, 1/sy), measured once."""
-    if sx >= 1.0 and sy >= 1.0:
-        return 1.0
-    field = np.random.default_rng(0).standard_normal((256, 256)).astype(np.float32)
-    up = cv2.resize(field, (int(round(256 / sx)), int(round(256 / sy))), interpolation=cv2.INTER_LINEAR)
-    return float(1.0 / up[8:-8, 8:-8].std())
-
-
-# --------------------------------------------------------------------------------------------
-# Shapes: canonical polygons in units of the object's radius, centred on the origin.
-
-
-def _ellipse_poly(rx: float, ry: float, n: int = 72) -> np.ndarray:
-    a = np.linspace(0.0, 2 * np.pi, n, endpoint=False)
-    return np.stack([rx * np.cos(a), ry * np.sin(a)], axis=1)
-
-
-def _shape_polys(cls: int, rng: np.random.Generator) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """(filled polygons, hole polygons) of one object of class ``cls``, radius ~1."""
-    if cls == 1:  # disc: a circle seen at a slight slant
-        return [_ellipse_poly(1.0, rng.uniform(0.78, 1.0))], []
-    if cls == 2:  # box: a rectangle, aspect 0.55..1
-        aspect = rng.uniform(0.55, 1.0)
-        a = 1.0 / math.sqrt(1 + aspect**2)
-        b = a * aspect
-        return [np.array([[-a, -b], [a, -b], [a, b], [-a, b]])], []
-    if cls == 3:  # triangle: irregular, vertices jittered around 120 degrees apart
-        ang = np.deg2rad(np.array([90.0, 210.0, 330.0]) + rng.uniform(-14, 14, 3))
-        rad = rng.uniform(0.9, 1.05, 3)
-        return [np.stack([rad * np.cos(ang), rad * np.sin(ang)], axis=1)], []
-    if cls == 4:  # ring: what lies behind shows through the hole
-        ry = rng.uniform(0.8, 1.0)
-        inner = rng.uniform(0.45, 0.6)
-        return [_ellipse_poly(1.0, ry)], [_ellipse_poly(inner, inner * ry, 56)]
-    if cls == 5:  # cross: a plus sign with arms of half-width w
-        w = rng.uniform(0.26, 0.36)
-        L = 1.0 / math.sqrt(1 + w**2)
-        pts = [(w, -w), (L, -w), (L, w), (w, w), (w, L), (-w, L), (-w, w), (-L, w), (-L, -w),
-               (-w, -w), (-w, -L), (w, -L)]
-        return [np.array(pts, dtype=np.float64)], []
-    raise ValueError(f"no shape for class {cls}")
-
-
-def _texture_pattern(kind: str, rng: np.random.Generator, size: int) -> np.ndarray:
-    """A float32 (size, size) pattern in [0, 1] of the given texture family."""
-    u = (np.arange(size, dtype=np.float32) / size - 0.5) * 2.0  # -1..1 across the patch
-    x, y = np.meshgrid(u, u)
-    noise = _value_noise(rng, size, size, (4, 12, 40))
-    if kind == "speckle":  # matte, lit from one side, fine grain
-        lx, ly = rng.uniform(-0.7, 0.7, 2)
-        shade = np.clip(0.65 + 0.45 * (x * lx + y * ly) - 0.25 * (x * x + y * y), 0, 1)
-        grain = rng.random((size, size), dtype=np.float32)
-        p = 0.65 * shade + 0.2 * noise + 0.15 * grain
-    elif kind == "stripes":  # planks / corrugation along a random axis, wobbling
-        theta = rng.uniform(0, np.pi)
-        freq = rng.uniform(3.0, 7.0) * np.pi
-        t = x * math.cos(theta) + y * math.sin(theta)
-        p = 0.5 + 0.35 * np.sin(freq * t + 2.5 * noise) + 0.15 * (noise - 0.5)
-    elif kind == "checker":  # a grid of tiles with grout-like variation
-        cells = rng.uniform(2.5, 5.0)
-        cx = np.floor((x + 1) * cells) + np.floor((y + 1) * cells)
-        p = 0.3 + 0.45 * (cx % 2) + 0.25 * noise
-    elif kind == "bands":  # concentric bands (turned wood, ripples)
-        freq = rng.uniform(5.0, 10.0) * np.pi
-        r = np.sqrt(x * x + y * y)
-        p = 0.55 + 0.3 * np.sin(freq * r + 1.5 * noise) + 0.15 * (noise - 0.5)
-    elif kind == "dots":  # polka dots on a smooth ground
-        cells = rng.uniform(3.0, 6.0)
-        fx = ((x + 1) * cells) % 1.0 - 0.5
-        fy = ((y + 1) * cells) % 1.0 - 0.5
-        dots = (fx * fx + fy * fy) < rng.uniform(0.06, 0.12)
-        p = 0.25 + 0.5 * dots + 0.25 * noise
-    else:
-        raise ValueError(f"unknown texture {kind!r}")
-    return np.clip(p, 0.0, 1.0).astype(np.float32)
-
-
-@dataclass(frozen=True)
-class _Object:
-    """One object's life: class, shape, motion and appearance, fixed for one epoch."""
-
-    cls: int
-    polys: tuple[np.ndarray, ...]
-    holes: tuple[np.ndarray, ...]
-    radius: float  # fraction of frame height
-    start: tuple[float, float]  # normalised frame coordinates (0..1), may lie outside
-    end: tuple[float, float]
-    t0: float  # epoch start (s)
-    duration: float  # epoch length (s)
-    angle0: float
-    spin: float  # rad/s
-    scale_amp: float
-    scale_freq: float  # cycles per epoch
-    scale_phase: float
-    wobble: float  # perpendicular sway, fraction of frame height
-    key: tuple[int, int]  # (slot, epoch): the appearance cache key
 
 
 class SyntheticScene:
@@ -676,3 +435,4 @@ class SyntheticScene:
             nx, ny = frame_rng.integers(0, _NOISE_MARGIN + 1, 2)
             crop = self._noise[ny:ny + h, nx:nx + w]
             cv2.addWeighted(image, 1.0, crop, 1.0, -128.0, dst=image)
+
