@@ -24,7 +24,7 @@ import os
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -35,12 +35,11 @@ from segrt.runtime.batching import FrameGather
 from segrt.runtime.bundle import Bundle
 from segrt.runtime.interrupts import signals_as_interrupt
 from segrt.runtime.mosaic import Mosaic
-from segrt.runtime.multi_summary import MultiRunSummary
+from segrt.runtime.multi_summary import MultiRunSummary, StreamState
 from segrt.runtime.postprocess import MaskDecoder
 from segrt.runtime.preprocess import Letterbox, Preprocessor
 from segrt.runtime.render import Renderer
-from segrt.runtime.run_summary import (STAGES, Ema, FrameResult, RunSummary, StageWindow, live_stats_from_ema,
-                                       stats_text)
+from segrt.runtime.run_summary import FrameResult, RunSummary, stats_text
 from segrt.runtime.sinks import NullSink, Sink, open_sink
 from segrt.runtime.sources import Frame, Source, open_source
 
@@ -58,26 +57,6 @@ class _Captured:
     letterbox: Letterbox
     capture_ms: float
     pre_ms: float
-
-
-@dataclass
-class _Stream:
-    """One source with its own preprocessing, rendering, sink and timing windows."""
-
-    source: Source
-    pre: Preprocessor
-    renderer: Renderer
-    masks: list[np.ndarray]
-    sink: Sink | None = None
-    rendered: np.ndarray | None = None
-    error: str = ""
-    frames: int = 0
-    last_done: float | None = None
-    times: dict[str, StageWindow] = field(default_factory=lambda: {s: StageWindow() for s in STAGES})
-    ema: dict[str, Ema] = field(default_factory=lambda: {k: Ema() for k in ("interval", "e2e", "infer", "pre", "post")})
-
-    def live_stats(self) -> dict:
-        return live_stats_from_ema(self.ema, self.frames)
 
 
 def bundle_max_batch(bundle: Bundle) -> int:
@@ -147,7 +126,7 @@ class MultiSourceRunner:
         self.max_batch = min(max_batch or graph_batch, n)
         inp = self.manifest.input
         self.streams = [
-            _Stream(open_source(s), Preprocessor(self.manifest),
+            StreamState(open_source(s), Preprocessor(self.manifest),
                     Renderer(self.manifest, view=view, alpha=alpha, legend=legend, shares=shares),
                     [np.zeros((inp.height, inp.width), np.uint8) for _ in range(_MASKS_PER_STREAM)])
             for s in sources]
@@ -398,18 +377,7 @@ class MultiSourceRunner:
                 written = [(st, f, {**tm, "sink": tm["sink"] + shared}, t + shared / 1e3) for st, f, tm, t in written]
             for st, frame, timings, t_done in written:
                 timings["e2e"] = (t_done - frame.timestamp) * 1e3
-                self._record(st, timings, t_done)
-
-    @staticmethod
-    def _record(st: _Stream, timings: dict[str, float], t_done: float) -> None:
-        for k in STAGES:
-            st.times[k].add(timings[k])
-        st.frames += 1
-        if st.last_done is not None:
-            st.ema["interval"].add(t_done - st.last_done)
-        st.last_done = t_done
-        for k in ("e2e", "infer", "pre", "post"):
-            st.ema[k].add(timings[k])
+                st.record(timings, t_done)
 
     # ------------------------------------------------------------------ summary
     def _summary(self, interrupted: bool) -> MultiRunSummary:

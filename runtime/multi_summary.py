@@ -1,10 +1,47 @@
-"""What a several-source run reports: one RunSummary per stream, and the totals on the shared backend."""
+"""What a several-source run reports: each stream's state and timings, one RunSummary per stream, the totals."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from segrt.runtime.run_summary import RunSummary
+import numpy as np
+
+from segrt.runtime.preprocess import Preprocessor
+from segrt.runtime.render import Renderer
+from segrt.runtime.run_summary import STAGES, Ema, RunSummary, StageWindow, live_stats_from_ema
+from segrt.runtime.sinks import Sink
+from segrt.runtime.sources import Source
+
+
+@dataclass
+class StreamState:
+    """One source with its own preprocessing, rendering, sink and timing windows."""
+
+    source: Source
+    pre: Preprocessor
+    renderer: Renderer
+    masks: list[np.ndarray]
+    sink: Sink | None = None
+    rendered: np.ndarray | None = None
+    error: str = ""
+    frames: int = 0
+    last_done: float | None = None
+    times: dict[str, StageWindow] = field(default_factory=lambda: {s: StageWindow() for s in STAGES})
+    ema: dict[str, Ema] = field(default_factory=lambda: {k: Ema() for k in ("interval", "e2e", "infer", "pre", "post")})
+
+    def record(self, timings: dict[str, float], t_done: float) -> None:
+        """Add one written frame's stage timings (ms); ``t_done`` is when its sink write ended."""
+        for k in STAGES:
+            self.times[k].add(timings[k])
+        self.frames += 1
+        if self.last_done is not None:
+            self.ema["interval"].add(t_done - self.last_done)
+        self.last_done = t_done
+        for k in ("e2e", "infer", "pre", "post"):
+            self.ema[k].add(timings[k])
+
+    def live_stats(self) -> dict:
+        return live_stats_from_ema(self.ema, self.frames)
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,11 @@ from segrt.runtime.postprocess import mask_from_outputs
 from segrt.runtime.preprocess import Preprocessor
 from segrt.runtime.sources.live import LiveSource
 from segrt.runtime.sources.synthetic import PacedSyntheticCapture, synthetic_config_from_uri
-from segrt.tools.cli import main
+from segrt.runtime.bundle import onnx_filename
+from segrt.runtime.manifest import (InputSpec, Manifest, OutputSpec, PreprocessSpec, ShapeRange,
+                                    default_palette)
 
-from _export_helpers import write_user_module
+from _runtime_helpers import MEAN, STD, TORCH_CLASSES
 
 FRAMES = 10
 SIZE = "96x64"
@@ -25,15 +27,30 @@ SIZE = "96x64"
 
 @pytest.fixture(scope="module")
 def batch_bundle(tmp_path_factory) -> Bundle:
-    folder = tmp_path_factory.mktemp("multi")
-    write_user_module(folder)
-    import sys
-    sys.path.insert(0, str(folder))
-    try:
-        assert main(["export", "user_nets:build", "--size", "32x32", "--max-batch", "4", "-o", str(folder / "b")]) == 0
-    finally:
-        sys.path.remove(str(folder))
-    return Bundle.open(folder / "b")
+    """A model whose mask follows the pixels (class = blue // 64), exported with a batch axis 1..4:
+    every frame has its own mask, so one given to the wrong stream cannot pass for the right one."""
+    import torch
+
+    class BlueLevels(torch.nn.Module):
+        def forward(self, frame):  # uint8 [N,H,W,3] BGR -> uint8 [N,H,W]
+            return torch.div(frame[..., 0], 64, rounding_mode="floor").to(torch.uint8)
+
+    path = tmp_path_factory.mktemp("multi") / "b"
+    h, w = 32, 48
+    nc = len(TORCH_CLASSES)
+    inp = InputSpec(name="frame", height=h, width=w, layout="NHWC", dtype="uint8", fused=True,
+                    dynamic=ShapeRange((1, h, w), (4, h, w), (4, h, w)))
+    manifest = Manifest(name="torch-tiny-batch", classes=TORCH_CLASSES, palette=default_palette(nc), input=inp,
+                        preprocess=PreprocessSpec(resize="stretch", mean=MEAN, std=STD, color_order="RGB"),
+                        output=OutputSpec(kind="mask", names=("mask",), num_classes=nc),
+                        source={"model": "blue levels"}, export={"opset": 17})
+    bundle = Bundle.create(path, manifest)
+    target = path / onnx_filename("fp32")
+    torch.onnx.export(BlueLevels(), (torch.zeros(1, h, w, 3, dtype=torch.uint8),), str(target),
+                      dynamo=False, opset_version=17, input_names=["frame"], output_names=["mask"],
+                      dynamic_axes={"frame": {0: "N"}, "mask": {0: "N"}})
+    bundle.register_onnx("fp32", target)
+    return Bundle.open(path)
 
 
 class StallingCapture:
@@ -117,8 +134,8 @@ def test_four_live_streams_keep_their_own_masks_and_survive_a_stall(batch_bundle
             for _, image, mask in seen[i]:
                 np.testing.assert_array_equal(mask, single_stream_mask(single, pre, manifest, image))
     # The streams differ (different seeds), so a mask given to the wrong stream would be caught above.
-    firsts = [seen[i][0][1] for i in range(4)]
-    assert all(not np.array_equal(firsts[0], f) for f in firsts[1:])
+    firsts = [seen[i][0][2] for i in range(4)]
+    assert len(np.unique(firsts[0])) > 1 and all(not np.array_equal(firsts[0], m) for m in firsts[1:])
 
 
 def test_tiled_mosaic_to_one_sink(batch_bundle, tmp_path):
@@ -132,6 +149,7 @@ def test_tiled_mosaic_to_one_sink(batch_bundle, tmp_path):
     assert written
     img = cv2.imread(str(written[-1]))
     assert img.shape[:2] == (64, 96)  # 2x2 grid of 48x32 tiles: one stream's size
+    assert img[:32, :48].std() > 0 and img[32:, 48:].max() == 0  # 3 tiles drawn, the 4th cell empty
 
 
 def test_sinks_must_match_the_sources(batch_bundle):
@@ -140,3 +158,16 @@ def test_sinks_must_match_the_sources(batch_bundle):
                           backend="onnxruntime")
     with pytest.raises(ConfigError, match="outside the bundle's batch axis"):
         MultiSourceRunner(batch_bundle, ["synthetic://?size=32x32"], backend="onnxruntime", max_batch=5)
+
+
+def test_cli_runs_two_sources_with_one_sink_each(batch_bundle, tmp_path, capsys):
+    from segrt.tools.cli import main
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    rc = main(["run", str(batch_bundle.path), "--source", f"synthetic://?size={SIZE}&frames=3&seed=1",
+               "--source", f"synthetic://?size={SIZE}&frames=3&seed=2", "--sink", str(a), "--sink", str(b),
+               "--backend", "onnxruntime", "--threads", "1", "--no-stats"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert len(list(a.iterdir())) == 3 and len(list(b.iterdir())) == 3
+    assert "batches of up to 2" in out and "seed=1" in out and "seed=2" in out

@@ -13,10 +13,18 @@ def add_parser(subparsers) -> None:
                     "(add live=1 to pace it like a camera). Sinks: display://, a video file (.mp4 .avi .mkv), "
                     "a folder, an image file, null://. Ctrl-C or SIGTERM finalises the output video.")
     p.add_argument("bundle", help="bundle directory (from segrt export)")
-    p.add_argument("--source", required=True, metavar="URI", help="frame source")
+    p.add_argument("--source", required=True, action="append", metavar="URI",
+                   help="frame source; repeat for several streams on one backend (batched when the bundle has a "
+                        "batch axis, segrt export --max-batch N; else inferred one by one)")
     p.add_argument("--sink", action="append", metavar="URI",
                    help="where rendered frames go (default null://); repeat for several, e.g. "
                         "--sink http://:8080 --sink out.mp4; an image source's names are kept in a folder")
+    p.add_argument("--tile", action="store_true",
+                   help="several sources: tile them into one mosaic written to the --sink (default: one --sink "
+                        "per --source, in order)")
+    p.add_argument("--batch-wait-ms", type=float, default=15.0, metavar="MS",
+                   help="several sources: how long a batch waits for the other streams' frames after the first "
+                        "(a slow camera misses the batch instead of stalling the others; default 15)")
     p.add_argument("--listen", default=None, metavar="HOST",
                    help="the address an http:// sink without a host binds to (default 127.0.0.1); "
                         "another one (0.0.0.0) requires a token, printed once at start")
@@ -63,8 +71,18 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("--cuda-graph needs the TensorRT backend", hint="drop --backend onnxruntime")
         backend = backend_for_bundle(Bundle.open(args.bundle), backend="tensorrt", precision=args.precision,
                                      cuda_graph=True, rebuild=args.backend == "auto")
+    if len(args.source) > 1:
+        from segrt.runtime.multi_source import MultiSourceRunner
+        multi = MultiSourceRunner(args.bundle, args.source, args.sink, tile=args.tile, backend=backend,
+                                  precision=args.precision, view=args.view, alpha=args.alpha,
+                                  max_frames=args.max_frames, threads=args.threads, legend=args.legend,
+                                  shares=args.shares, overlay_stats=args.overlay_stats,
+                                  batch_wait_ms=args.batch_wait_ms, overwrite=args.overwrite,
+                                  listen=args.listen).run()
+        print(multi.table(), flush=True)
+        return 130 if multi.interrupted else 0
     sinks = args.sink or ["null://"]
-    summary = Pipeline(args.bundle, args.source, sinks, backend=backend, precision=args.precision,
+    summary = Pipeline(args.bundle, args.source[0], sinks, backend=backend, precision=args.precision,
                        view=args.view, alpha=args.alpha, max_frames=args.max_frames, threads=args.threads,
                        legend=args.legend, shares=args.shares, overlay_stats=args.overlay_stats,
                        overwrite=args.overwrite, listen=args.listen).run()
