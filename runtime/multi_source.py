@@ -24,6 +24,7 @@ import os
 import queue
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -72,7 +73,8 @@ class MultiSourceRunner:
     spec (a URI or a list of URIs) the mosaic goes to. ``max_frames`` counts per stream.
     ``max_batch`` caps the batch (default: the bundle's batch axis; 1 infers frame by frame).
     ``on_frame(stream, FrameResult)`` is called in the post thread for every frame; its arrays are
-    valid during the call only (copy what you keep).
+    valid during the call only (copy what you keep); the streams of a batch call it from
+    parallel worker threads.
     """
 
     stop_timeout_s: float = 10.0
@@ -340,44 +342,51 @@ class MultiSourceRunner:
             self._put(_END)
 
     def _post_loop(self) -> None:
-        while True:
-            try:
-                batch = self._q_out.get(timeout=_POLL_S)
-            except queue.Empty:
-                if self._stop.is_set():
+        # The streams of a batch are rendered and written side by side (OpenCV drops the GIL):
+        # each has its own renderer, buffer, sink and mosaic tile.
+        with ThreadPoolExecutor(max_workers=len(self.streams), thread_name_prefix="segrt-post") as pool:
+            while True:
+                try:
+                    batch = self._q_out.get(timeout=_POLL_S)
+                except queue.Empty:
+                    if self._stop.is_set():
+                        return
+                    continue
+                if batch is _END:
                     return
-                continue
-            if batch is _END:
-                return
-            written = []
-            for i, frame, mask, lb, timings in batch:
-                st = self.streams[i]
-                t0 = time.perf_counter()
-                if st.rendered is None or st.rendered.shape[:2] != st.renderer.output_size(
-                        (frame.image.shape[1], frame.image.shape[0]))[::-1]:
-                    st.rendered = st.renderer.new_output((frame.image.shape[1], frame.image.shape[0]))
-                text = stats_text(self._label, st.ema, st.source.is_live, timings) if self.overlay_stats else None
-                rendered = st.renderer.render(frame.image, mask, lb, text, out=st.rendered)
-                t1 = time.perf_counter()
-                if self.mosaic is not None:
-                    self.mosaic.put(i, rendered)
-                else:
-                    st.sink.write(rendered, frame.name)
-                t2 = time.perf_counter()
-                timings["post"] = timings.pop("decode") + (t1 - t0) * 1e3
-                timings["sink"] = (t2 - t1) * 1e3
-                written.append((st, frame, timings, t2))
-                if self.on_frame is not None:
-                    self.on_frame(i, FrameResult(frame.index, frame.image, mask, None, rendered, frame.label, lb,
-                                                 timings, text))
-            if self.tile_sink is not None:
-                t0 = time.perf_counter()
-                self.tile_sink.write(self.mosaic.image, None)
-                shared = (time.perf_counter() - t0) * 1e3
-                written = [(st, f, {**tm, "sink": tm["sink"] + shared}, t + shared / 1e3) for st, f, tm, t in written]
-            for st, frame, timings, t_done in written:
-                timings["e2e"] = (t_done - frame.timestamp) * 1e3
-                st.record(timings, t_done)
+                written = list(pool.map(self._post_one, batch))
+                if self.tile_sink is not None:
+                    t0 = time.perf_counter()
+                    self.tile_sink.write(self.mosaic.image, None)
+                    shared = (time.perf_counter() - t0) * 1e3
+                    written = [(st, f, {**tm, "sink": tm["sink"] + shared}, t + shared / 1e3)
+                               for st, f, tm, t in written]
+                for st, frame, timings, t_done in written:
+                    timings["e2e"] = (t_done - frame.timestamp) * 1e3
+                    st.record(timings, t_done)
+
+    def _post_one(self, item: tuple) -> tuple:
+        """Render one stream's frame and write it to its sink (or its mosaic tile)."""
+        i, frame, mask, lb, timings = item
+        st = self.streams[i]
+        t0 = time.perf_counter()
+        size = (frame.image.shape[1], frame.image.shape[0])
+        if st.rendered is None or st.rendered.shape[1::-1] != st.renderer.output_size(size):
+            st.rendered = st.renderer.new_output(size)
+        text = stats_text(self._label, st.ema, st.source.is_live, timings) if self.overlay_stats else None
+        rendered = st.renderer.render(frame.image, mask, lb, text, out=st.rendered)
+        t1 = time.perf_counter()
+        if self.mosaic is not None:
+            self.mosaic.put(i, rendered)
+        else:
+            st.sink.write(rendered, frame.name)
+        t2 = time.perf_counter()
+        timings["post"] = timings.pop("decode") + (t1 - t0) * 1e3
+        timings["sink"] = (t2 - t1) * 1e3
+        if self.on_frame is not None:
+            self.on_frame(i, FrameResult(frame.index, frame.image, mask, None, rendered, frame.label, lb, timings,
+                                         text))
+        return st, frame, timings, t2
 
     # ------------------------------------------------------------------ summary
     def _summary(self, interrupted: bool) -> MultiRunSummary:
