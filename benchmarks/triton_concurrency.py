@@ -127,7 +127,7 @@ def main() -> int:
     ap.add_argument("--out", default="triton_concurrency_out")
     args = ap.parse_args()
 
-    from segrt.deploy.triton_repo import bundle_max_batch, deploy_triton
+    from segrt.deploy.triton_repo import deploy_triton
     from segrt.runtime.bundle import Bundle
     from segrt.tools.envinfo import cpu_info
     from segrt.tools.triton_server import LocalTritonServer
@@ -158,7 +158,7 @@ def main() -> int:
                 print(f"clients {n:2d} batching {mode:3s}: {row['fps']:6.1f} fps  p50 {row['p50_ms']:7.1f} ms  "
                       f"p99 {row['p99_ms']:7.1f} ms", flush=True)
     ratio = remote / local
-    print(f"\nCPU: {cpu}; model {bundle.manifest.name} {inp.height}x{inp.width}, batch axis 1..{bundle_max_batch(bundle)}, "
+    print(f"\nCPU: {cpu}; model {bundle.manifest.name} {inp.height}x{inp.width}, batch axis 1..{bundle.manifest.input.max_batch}, "
           f"ONNX Runtime threads {args.threads}")
     print(f"concurrency 1, median per frame: local ONNX Runtime {local:.1f} ms, triton:// {remote:.1f} ms "
           f"-> {ratio:.2f}x (target <= 1.2x: {'met' if ratio <= 1.2 else 'NOT met'})")

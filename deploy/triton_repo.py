@@ -27,12 +27,6 @@ class TritonDeployment:
     files: tuple[str, ...]
 
 
-def bundle_max_batch(bundle: Bundle) -> int:
-    """The largest batch the bundle's graph takes: its profile's max N, else 1 (a static batch-1 graph)."""
-    dyn = bundle.manifest.input.dynamic
-    return int(dyn.max[0]) if dyn is not None else 1
-
-
 def tensors_from_bundle(bundle: Bundle, *, batched: bool = True
                         ) -> tuple[tuple[TensorConfig, ...], tuple[TensorConfig, ...]]:
     """Triton I/O from the manifest: uint8 NHWC frame -> uint8 mask when fused. ``batched``: dims
@@ -78,7 +72,7 @@ def deploy_triton(bundle_path: str | os.PathLike[str], repo: str | os.PathLike[s
     name = name or bundle.manifest.name
     if not name or "/" in name or name.startswith("."):
         raise ConfigError(f"bad Triton model name {name!r}", hint="pass --name with letters, digits, - or _")
-    graph_batch = bundle_max_batch(bundle)
+    graph_batch = bundle.manifest.input.max_batch
     batch = graph_batch if max_batch is None else max_batch
     if batch > graph_batch or batch < 1:
         raise ConfigError(f"--max-batch {batch} is outside the bundle's batch axis (1..{graph_batch})",

@@ -110,6 +110,11 @@ class InputSpec:
         _choice(self.dtype, DTYPES, "input.dtype")
 
     @property
+    def max_batch(self) -> int:
+        """The largest batch the graph takes: its profile's max N, else the static batch."""
+        return int(self.dynamic.max[0]) if self.dynamic is not None else self.batch
+
+    @property
     def shape(self) -> tuple[int, int, int, int]:
         if self.layout == "NHWC":
             return (self.batch, self.height, self.width, self.channels)

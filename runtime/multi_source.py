@@ -60,12 +60,6 @@ class _Captured:
     pre_ms: float
 
 
-def bundle_max_batch(bundle: Bundle) -> int:
-    """The largest batch the bundle's graph takes: its profile's max N, else 1."""
-    dyn = bundle.manifest.input.dynamic
-    return int(dyn.max[0]) if dyn is not None else 1
-
-
 class MultiSourceRunner:
     """Run one bundle on several sources through one backend (see the module docstring).
 
@@ -121,7 +115,7 @@ class MultiSourceRunner:
         else:
             from segrt.runtime.backends.select import backend_for_bundle
             self.backend = backend_for_bundle(self.bundle, backend=backend, precision=self.precision, threads=threads)
-        graph_batch = bundle_max_batch(self.bundle)
+        graph_batch = self.bundle.manifest.input.max_batch
         if max_batch is not None and not 1 <= max_batch <= graph_batch:
             raise ConfigError(f"max_batch {max_batch} is outside the bundle's batch axis (1..{graph_batch})",
                               hint=f"re-export with: segrt export MODEL --max-batch {n}")
