@@ -25,25 +25,16 @@ from __future__ import annotations
 
 import argparse
 import logging
-import platform
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+from segrt.runtime.machine import this_cpu
+
 SIZE = "1280x720"
 TARGET = 1.5
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _bundle(work: Path, precisions: list[str], calib_frames: int):
@@ -97,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     bundle = _bundle(work, precisions, args.calib_frames)
-    print(f"CPU: {_cpu_name()}  python {sys.version.split()[0]}  source {SIZE}  model demo_unet "
+    print(f"CPU: {this_cpu().describe()}  python {sys.version.split()[0]}  source {SIZE}  model demo_unet "
           f"{bundle.manifest.input.width}x{bundle.manifest.input.height}", flush=True)
     print(f"{'precision':<9} {'camera':<19} {'fps':>6} {'e2e p50':>8} {'proc p50':>9} {'ratio':>6} "
           f"{'interval/proc':>14}  target ratio <= {TARGET}")

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import tempfile
 import time
@@ -31,15 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+from segrt.runtime.machine import this_cpu
 
 
 def synthetic_outputs(n: int, model_hw: tuple[int, int], rows: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -157,7 +148,7 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=None)
     args = ap.parse_args()
     h, w = (int(v) for v in args.size.lower().split("x"))
-    result = {"cpu": _cpu()}
+    result = {"cpu": this_cpu().describe()}
     print(f"# maskrcnn_perf on {result['cpu']}")
     if args.part in ("all", "paste"):
         result["paste"] = paste_draw(args.instances, args.repeats)

@@ -26,21 +26,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from segrt.runtime.machine import this_cpu
 
 
 def _uris(streams: int, fps: float, size: str) -> list[str]:
@@ -109,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     bundle = _bundle(args.work, args.streams)
     uris = _uris(args.streams, args.fps, args.size)
     per_threads = max(1, args.threads // args.streams)
-    print(f"CPU {_cpu_name()} ({os.cpu_count()} cores); {args.streams} live {args.size} streams at {args.fps:g} fps, "
+    print(f"CPU {this_cpu().describe()} ({os.cpu_count()} cores); {args.streams} live {args.size} streams at {args.fps:g} fps, "
           f"{args.frames} frames each; {bundle.manifest.name} {bundle.manifest.input.width}x"
           f"{bundle.manifest.input.height}, onnxruntime fp32", flush=True)
     rows = []

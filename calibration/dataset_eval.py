@@ -279,7 +279,7 @@ def _write_prediction(source, index: int, pred: np.ndarray, out_dir: Path) -> No
 
 
 def store_in_manifest(b: Bundle, report: EvalReport) -> None:
-    """Record each run under ``artifacts[precision].details["eval"][backend][data]`` and save."""
+    """Record each run (semantic or instance) under ``artifacts[precision].details["eval"][backend][data]`` and save."""
     import dataclasses
 
     manifest = b.manifest

@@ -7,13 +7,12 @@ goes into the bundle's manifest at the same place as a semantic score,
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from segrt.calibration.dataset_eval import parse_precisions
+from segrt.calibration.dataset_eval import parse_precisions, store_in_manifest
 from segrt.calibration.instance_metrics import AP_KEYS, InstanceScores, evaluate_instance_bundle
 from segrt.errors import ConfigError
 from segrt.runtime.bundle import Bundle
@@ -74,20 +73,5 @@ def evaluate_instances(bundle: Bundle | str | os.PathLike[str], data: str, *,
     report = InstanceEvalReport(bundle=str(b.path), data=str(data), classes=b.manifest.classes,
                                 frames=runs[0].scores.images, seconds=time.perf_counter() - t0, runs=runs)
     if store:
-        store_instances_in_manifest(b, report)
+        store_in_manifest(b, report)  # the same record as semantic eval: per precision, backend, data
     return report
-
-
-def store_instances_in_manifest(b: Bundle, report: InstanceEvalReport) -> None:
-    """Record each run under ``artifacts[precision].details["eval"][backend][data]`` and save."""
-    manifest = b.manifest
-    for run in report.runs:
-        art = manifest.artifacts[run.precision]
-        details = dict(art.details)
-        evals = {k: dict(v) for k, v in (details.get("eval") or {}).items()}
-        summary = run.to_dict()
-        summary.update({"data": report.data, "frames": report.frames})
-        evals.setdefault(run.backend, {})[report.data] = summary
-        details["eval"] = evals
-        manifest = manifest.with_artifact(dataclasses.replace(art, details=details))
-    b.update(manifest)
