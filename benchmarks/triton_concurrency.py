@@ -66,32 +66,30 @@ def concurrency_row(url: str, frame: np.ndarray, clients: int, frames: int) -> d
     return {"clients": clients, "fps": len(lat) / wall, "p50_ms": _percentile(lat, 50), "p99_ms": _percentile(lat, 99)}
 
 
+def _median_infer_ms(be, frame: np.ndarray, frames: int) -> float:
+    """Median ms per ``infer`` after 3 warm-up calls."""
+    for _ in range(3):
+        be.infer(frame)
+    times = []
+    for _ in range(frames):
+        t = time.perf_counter()
+        be.infer(frame)
+        times.append((time.perf_counter() - t) * 1e3)
+    return float(np.median(times))
+
+
 def local_ms(onnx_path: Path, frame: np.ndarray, frames: int, threads: int) -> float:
     from segrt.runtime.backends.onnxruntime import OnnxRuntimeBackend
 
     with OnnxRuntimeBackend(onnx_path, threads=threads) as be:
-        for _ in range(3):
-            be.infer(frame)
-        times = []
-        for _ in range(frames):
-            t = time.perf_counter()
-            be.infer(frame)
-            times.append((time.perf_counter() - t) * 1e3)
-    return float(np.median(times))
+        return _median_infer_ms(be, frame, frames)
 
 
 def remote_ms(url: str, frame: np.ndarray, frames: int) -> float:
     from segrt.runtime.backends.triton import TritonBackend
 
     with TritonBackend(url, timeout_s=120) as be:
-        for _ in range(3):
-            be.infer(frame)
-        times = []
-        for _ in range(frames):
-            t = time.perf_counter()
-            be.infer(frame)
-            times.append((time.perf_counter() - t) * 1e3)
-    return float(np.median(times))
+        return _median_infer_ms(be, frame, frames)
 
 
 def chart(rows: list[dict], path: Path, cpu: str) -> None:

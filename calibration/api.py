@@ -37,6 +37,7 @@ from segrt.calibration.gate import (
     evidence_message,
     normalize_gate,
     normalize_miou_gate,
+    refuse_to_replace,
 )
 from segrt.calibration.progress import progress_bar
 from segrt.calibration.quantize_steps import Evaluator as _Evaluator
@@ -345,14 +346,8 @@ def quantize_bundle(bundle: Bundle | str | os.PathLike[str], precision: str, *, 
         err.report = result  # type: ignore[attr-defined]
         raise err
     if not report.passed:
-        existing = b.path / onnx_filename(precision)
-        if precision in b.manifest.artifacts or existing.exists():
-            err = AccuracyGateError(f"{precision} failed its gate and {existing.name} already exists: a failing "
-                                    "result never replaces an artifact, so it was kept unchanged",
-                                    hint=f"to inspect the failing model, quantize a copy (cp -r {b.path} "
-                                         f"{b.path}-try) with --no-gate")
-            err.report = result  # type: ignore[attr-defined]
-            raise err
+        refuse_to_replace(b.path, precision, b.path / onnx_filename(precision), precision in b.manifest.artifacts,
+                          result)
         why = (f"{100 * (report.agreement or 0):.3f}% < {100 * gate_value:.3f}%" if not report.agreement_passed
                else report.miou_gate_text() if not report.miou_passed
                else "too little evidence: " + "; ".join(report.evidence_shortfalls))

@@ -311,3 +311,16 @@ def _table(head: list[str], rows: list[list[str]]) -> str:
     lines.append("  ".join("-" * w for w in widths))
     lines += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)) for r in rows]
     return "\n".join(lines)
+
+
+def refuse_to_replace(bundle_path, precision: str, target, registered: bool, report: object) -> None:
+    """A result that failed its gate never replaces an artifact: raise when ``precision`` is
+    registered or ``target`` exists (``--no-gate`` included). ``report`` rides on the error."""
+    if not (registered or target.exists()):
+        return
+    err = AccuracyGateError(f"{precision} failed its gate and {target.name} already exists: a failing "
+                            "result never replaces an artifact, so it was kept unchanged",
+                            hint=f"to inspect the failing model, quantize a copy (cp -r {bundle_path} "
+                                 f"{bundle_path}-try) with --no-gate")
+    err.report = report  # type: ignore[attr-defined]
+    raise err

@@ -36,7 +36,7 @@ from segrt.calibration.detection_gate import DetectionAgreement, DetectionGate, 
 from segrt.calibration.evaluate import EvalSet, collect_eval_set, session
 from segrt.calibration.evidence import MIN_EVAL_FRAMES
 from segrt.calibration.fp16 import fp32_emulation_from_fp16
-from segrt.calibration.gate import evidence_message
+from segrt.calibration.gate import evidence_message, refuse_to_replace
 from segrt.calibration.instances_fp16 import fp16_nodes, instances_fp16_from_fp32
 from segrt.calibration.progress import progress_bar
 from segrt.calibration.quantize_steps import conversion_errors
@@ -233,13 +233,7 @@ def quantize_instance_bundle(b: Bundle, precision: str, *, calib: str | None = N
                                     hint="check it on your own --eval frames, or accept it explicitly with --no-gate")
             err.report = report  # type: ignore[attr-defined]
             raise err
-        if precision in m.artifacts or target.exists():
-            err = AccuracyGateError(f"{precision} failed its gate and {target.name} already exists: a failing "
-                                    "result never replaces an artifact, so it was kept unchanged",
-                                    hint=f"to inspect the failing model, quantize a copy (cp -r {b.path} "
-                                         f"{b.path}-try) with --no-gate")
-            err.report = report  # type: ignore[attr-defined]
-            raise err
+        refuse_to_replace(b.path, precision, target, precision in m.artifacts, report)
         warnings.append("detection gate FAILED and was overridden: the artifact is registered with passed=false")
     with atomic_path(target) as tmp:
         onnx.save(artifact_model, str(tmp))
