@@ -204,7 +204,7 @@ def test_a_backend_whose_infer_thread_is_still_running_is_not_closed(tiny):
 
     from segrt.runtime.backends.onnxruntime import OnnxRuntimeBackend
 
-    release = threading.Event()
+    release, second_started = threading.Event(), threading.Event()
 
     class SecondInferHangs(OnnxRuntimeBackend):  # the real ORT backend; its second infer() stalls
         calls = closes = 0
@@ -212,6 +212,7 @@ def test_a_backend_whose_infer_thread_is_still_running_is_not_closed(tiny):
         def _infer(self, inputs):
             type(self).calls += 1
             if type(self).calls == 2:
+                second_started.set()
                 release.wait(30)
             return super()._infer(inputs)
 
@@ -223,6 +224,8 @@ def test_a_backend_whose_infer_thread_is_still_running_is_not_closed(tiny):
     p = Pipeline(tiny, SYN.format(n=20), backend=be, queue_size=1)
     p.stop_timeout_s = 0.3
     for _ in p:
+        # the first result can reach us before the infer thread takes frame 2: wait until it has
+        assert second_started.wait(10)
         break  # shutdown while the second infer() is stuck
     assert SecondInferHangs.calls == 2 and SecondInferHangs.closes == 0 and be.is_open
     release.set()
