@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -169,15 +168,9 @@ def environment(threads: int) -> dict:
     import onnxruntime
     import torch
 
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "threads": threads, "loadavg_start": os.getloadavg()[0],
+    from segrt.runtime.machine import this_cpu
+
+    return {"cpu": this_cpu().describe(), "cores": os.cpu_count(), "threads": threads, "loadavg_start": os.getloadavg()[0],
             "python": sys.version.split()[0],
             "torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
 

@@ -195,13 +195,9 @@ def naive(bundle, frames: list[np.ndarray], reps: int, num_classes: int) -> dict
 def environment(threads: int | None) -> dict:
     import onnxruntime
 
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "loadavg_1min": round(os.getloadavg()[0], 2), "python": platform.python_version(),
+    from segrt.runtime.machine import this_cpu
+
+    return {"cpu": this_cpu().describe(), "cores": os.cpu_count(), "loadavg_1min": round(os.getloadavg()[0], 2), "python": platform.python_version(),
             "onnxruntime": onnxruntime.__version__, "opencv": cv2.__version__, "numpy": np.__version__,
             "cv2_threads": cv2.getNumThreads(), "ort_intra_op_threads": threads or "default"}
 

@@ -204,7 +204,8 @@ def run_demo(out_dir: str | Path = "segrt-demo", *, model: str = DEFAULT_MODEL, 
 
     def bench_step() -> StepResult:
         from segrt.tools.bench import bench_bundles
-        from segrt.tools.report import format_table, write_all
+        from segrt.tools.bench.files import write_all
+        from segrt.tools.bench.table import format_table
         bundle: Bundle = Bundle.open(bundle_dir)
         arts = bundle.manifest.artifacts
         # On a CPU, int8 means the CPU INT8 graph; the TensorRT-shaped one is listed only where

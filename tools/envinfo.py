@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from segrt.runtime.machine import this_cpu
+
 #: environment variables that change how many threads the numeric libraries use
 THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                    "ORT_NUM_THREADS", "OMP_WAIT_POLICY", "KMP_AFFINITY", "GOMP_CPU_AFFINITY")
@@ -57,35 +59,18 @@ def dist_version(*names: str) -> str | None:
 
 
 def cpu_info() -> dict[str, Any]:
-    """CPU model, logical cores, the cores this process may use, governor and load."""
-    model = None
-    text = _read("/proc/cpuinfo") or ""
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("model name", "Model", "Hardware", "cpu model"):
-            model = value.strip()
-            break
-    if not model:
-        model = platform.processor() or platform.machine()
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        usable = os.cpu_count()
-    flags = set()
-    for line in text.splitlines():
-        if line.startswith(("flags", "Features")):
-            flags = set(line.partition(":")[2].split())
-            break
-    simd = sorted(f for f in flags if f in {"avx", "avx2", "avx512f", "avx512_vnni", "avx_vnni",
-                                              "amx_int8", "fma", "neon", "asimd", "asimddp", "sve"})
+    """CPU model, logical cores, the cores this process may use, SIMD flags, governor and load."""
+    cpu = this_cpu()  # the one /proc/cpuinfo reader, also behind --precision auto's fingerprint
+    simd = sorted(cpu.flags & {"avx", "avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "fma",
+                               "asimd", "asimddp", "sve"})
     try:
         load = [round(x, 2) for x in os.getloadavg()]
     except OSError:
         load = None
     return {
-        "model": model,
+        "model": cpu.model,
         "logical_cores": os.cpu_count(),
-        "usable_cores": usable,
+        "usable_cores": cpu.cores,
         "simd": simd,
         "governor": _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"),
         "loadavg": load,
