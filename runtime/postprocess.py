@@ -5,7 +5,10 @@ need an argmax over channels on the CPU. ``np.argmax(axis=0)`` over a (C,H,W) ar
 walks memory with stride H*W and runs single-threaded (29 ms for 21x512x1024 here);
 :class:`MaskDecoder` instead keeps a running maximum in preallocated buffers with
 OpenCV's vectorised, multi-threaded element-wise ops (7 ms), identical results
-including ties (the first maximum wins, as np.argmax).
+including ties (the first maximum wins, as np.argmax). Logits that are channel-last in memory
+(OpenVINO's (1,C,H,W) view of an NHWC buffer) are first transposed into preallocated planes
+with ``cv2.transpose`` (8 ms for 21x512x1024 here; ``np.argmax`` over the channel axis of the
+NHWC buffer took 18 ms).
 
 Drawing lives in :mod:`segrt.runtime.render`, instance masks in :mod:`segrt.runtime.instances`.
 """
@@ -46,6 +49,7 @@ class MaskDecoder:
             self._max = np.empty((h, w), np.float32)
             self._gt = np.empty((h, w), np.uint8)
             self._mask = np.empty((h, w), np.uint8)
+            self._planes: np.ndarray | None = None  # channel-last logits, transposed to (C, H*W)
 
     def decode(self, outputs: Mapping[str, np.ndarray], out: np.ndarray | None = None) -> np.ndarray:
         try:
@@ -72,6 +76,11 @@ class MaskDecoder:
         idx = out if out is not None else self._mask
         if logits.dtype != np.float32:  # fp16 logits: OpenCV compares float32 planes
             logits = logits.astype(np.float32)
+        if c > 1 and logits.strides[0] == logits.itemsize and logits.transpose(1, 2, 0).flags.c_contiguous:
+            if self._planes is None or self._planes.shape[0] != c:
+                self._planes = np.empty((c, h * w), np.float32)
+            cv2.transpose(logits.transpose(1, 2, 0).reshape(h * w, c), dst=self._planes)
+            logits = self._planes.reshape(c, h, w)
         mx, gt = self._max, self._gt
         np.copyto(mx, logits[0])
         idx.fill(0)

@@ -7,6 +7,13 @@ than ONNX Runtime (on the AMD EPYC this was written on, ONNX Runtime was faster)
 
 The inference precision is pinned to f32: OpenVINO would otherwise run FP32 graphs in bf16
 on CPUs with AMX, which changes the masks without the accuracy gate having seen it.
+
+Logits come back channel-last in memory (``channel_last``): OpenVINO's CPU plugin computes in a
+blocked/NHWC layout and its reorder to a plain NCHW output is slow for a large tensor (LR-ASPP,
+21x512x1024 float: about half the graph's time on a 2-core AMD EPYC, in FP32 and INT8 alike).
+Asked for NHWC it skips that reorder; the backend returns an (N, C, H, W) *view* of the NHWC
+buffer, so callers see the usual shape and values, and :class:`~segrt.runtime.postprocess.MaskDecoder`
+takes the argmax over the contiguous channel axis.
 """
 from __future__ import annotations
 
@@ -14,7 +21,7 @@ import os
 import time
 from importlib.util import find_spec
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -42,13 +49,16 @@ class OpenVinoBackend(Backend):
 
     name = "openvino"
 
-    def __init__(self, onnx_path: str | os.PathLike[str], *, threads: int | None = None, device: str = "CPU") -> None:
+    def __init__(self, onnx_path: str | os.PathLike[str], *, threads: int | None = None, device: str = "CPU",
+                 channel_last: Sequence[str] = ()) -> None:
         super().__init__()
         self.onnx_path = Path(onnx_path)
         if threads is not None and threads < 0:
             raise BackendError(f"threads must be >= 0, got {threads}")
         self.threads = threads
         self.device = device
+        self.channel_last = tuple(channel_last)  # 4-D outputs delivered NHWC in memory, NCHW in shape
+        self._transposed: tuple[bool, ...] = ()
         self._compiled = None
         self._request = None
         self._input_names: set[str] = set()
@@ -63,7 +73,7 @@ class OpenVinoBackend(Backend):
         if self.threads:
             config["INFERENCE_NUM_THREADS"] = int(self.threads)
         try:
-            model = core.read_model(str(self.onnx_path))
+            model = _with_channel_last_outputs(ov, core.read_model(str(self.onnx_path)), self.channel_last)
             self._compiled = core.compile_model(model, self.device, config)
         except Exception as exc:  # OpenVINO raises RuntimeError subclasses from C++
             raise BackendError(f"OpenVINO cannot load {self.onnx_path}: {_reason(exc)}",
@@ -76,8 +86,13 @@ class OpenVinoBackend(Backend):
             dtype = np.dtype(_OV_DTYPES.get(port.get_element_type().get_type_name(), np.float32))
             return TensorSpec(port.get_any_name(), shape, dtype)
 
+        def nchw(s: TensorSpec, last: bool) -> TensorSpec:
+            return TensorSpec(s.name, (s.shape[0], s.shape[3], s.shape[1], s.shape[2]), s.dtype) if last else s
+
+        self._transposed = tuple(p.get_any_name() in self.channel_last and len(p.get_partial_shape()) == 4
+                                 for p in self._compiled.outputs)
         self._inputs = tuple(spec(p) for p in self._compiled.inputs)
-        self._outputs = tuple(spec(p) for p in self._compiled.outputs)
+        self._outputs = tuple(nchw(spec(p), last) for p, last in zip(self._compiled.outputs, self._transposed))
         self._input_names = {s.name for s in self._inputs}
 
     def _close(self) -> None:
@@ -94,11 +109,32 @@ class OpenVinoBackend(Backend):
         except Exception as exc:  # RuntimeError from C++ on a wrong shape/type
             raise BackendError(f"OpenVINO failed on {self.onnx_path.name}: {str(exc).strip().splitlines()[0][:300]}") from exc
         self.last_times.compute_ms = (time.perf_counter() - t0) * 1e3
-        return {spec.name: self._request.get_output_tensor(i).data for i, spec in enumerate(self._outputs)}
+        out = {}
+        for i, spec in enumerate(self._outputs):
+            data = self._request.get_output_tensor(i).data
+            out[spec.name] = data.transpose(0, 3, 1, 2) if self._transposed[i] else data  # a view, no copy
+        return out
 
     def describe(self) -> dict[str, object]:
         return {"backend": self.name, "device": self.device, "openvino": self._version,
-                "threads": self.threads or "default", "onnx": self.onnx_path.name}
+                "threads": self.threads or "default", "onnx": self.onnx_path.name,
+                "channel_last": [s.name for s, last in zip(self._outputs, self._transposed) if last]}
+
+
+def _with_channel_last_outputs(ov, model, names: Sequence[str]):
+    """``model`` with its 4-D outputs named in ``names`` delivered as NHWC tensors (the model's
+    own layout stays NCHW); other outputs unchanged."""
+    wanted = [i for i, p in enumerate(model.outputs)
+              if p.get_names() & set(names) and p.get_partial_shape().rank.get_length() == 4]
+    if not wanted:
+        return model
+    from openvino.preprocess import PrePostProcessor
+
+    ppp = PrePostProcessor(model)
+    for i in wanted:
+        ppp.output(i).model().set_layout(ov.Layout("NCHW"))
+        ppp.output(i).tensor().set_layout(ov.Layout("NHWC"))
+    return ppp.build()
 
 
 def _reason(exc: Exception) -> str:

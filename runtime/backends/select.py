@@ -226,7 +226,9 @@ def backend_for_bundle(bundle: Bundle, *, backend: str = "auto", precision: str 
             raise BackendUnavailableError(
                 f"OpenVINO reads Q/DQ graphs, not ONNX Runtime's QOperator format; {art.path} was kept as QOperator "
                 "because it ran faster in ONNX Runtime here", hint="run it with --backend onnxruntime")
-        return OpenVinoBackend(bundle.onnx_path(cpu_precision), threads=threads)
+        out = bundle.manifest.for_precision(cpu_precision).output
+        return OpenVinoBackend(bundle.onnx_path(cpu_precision), threads=threads,
+                               channel_last=out.names if out.kind == "logits" else ())
     if backend == "tensorrt":
         return _tensorrt_backend(bundle, precision, device=device, cuda_graph=cuda_graph,
                                  rebuild=bool(rebuild), echo=say)
