@@ -160,3 +160,17 @@ def test_wrong_input_is_a_backend_error(make, bundle):
     with make(bundle, "fp32") as be:
         with pytest.raises(BackendError):
             be.infer({"not_an_input": _feed(bundle, _frames(1)[0])})
+
+
+@pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="OpenVINO not installed")
+def test_openvino_returns_logits_channel_last_in_memory(tmp_path):
+    """The backend asks OpenVINO for NHWC logits (its NCHW reorder is slow) and returns an NCHW view."""
+    from segrt.runtime.backends.openvino import OpenVinoBackend
+    b = tiny_bundle(tmp_path, H, W, fused=False)
+    frame = _feed(b, _frames(2)[1])
+    with _openvino(b, "fp32") as be, OpenVinoBackend(b.onnx_path("fp32"), threads=1) as plain:
+        assert be.describe()["channel_last"] == ["logits"] and plain.describe()["channel_last"] == []
+        got, ref = be.infer(frame)["logits"], plain.infer(frame)["logits"]
+        assert got.shape == ref.shape == (1, 4, H, W) and be.output_specs[0].shape == (1, 4, H, W)
+        assert got.strides[1] == got.itemsize and ref.flags.c_contiguous  # channels adjacent in memory
+        np.testing.assert_allclose(got, ref, atol=1e-6)

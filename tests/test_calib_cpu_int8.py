@@ -10,7 +10,7 @@ import pytest
 from _calib_helpers import colour_bundle, synthetic
 from segrt.calibration.api import quantize_bundle
 from segrt.calibration.evaluate import session
-from segrt.calibration.qdq_cpu import cpu_quant_types, faster_format
+from segrt.calibration.qdq_cpu import cpu_quant_types, faster_format, float_logits_resize, logits_tensors
 from segrt.errors import AccuracyGateError, BackendUnavailableError, ConfigError
 from segrt.runtime.bundle import Bundle
 from segrt.runtime.machine import cpu_info_from_text
@@ -77,6 +77,48 @@ def test_both_targets_share_one_calibration(bundle):
     out = session(str(bundle.path / cpu.path)).run(None, {"frame": np.zeros((1, 48, 64, 3), np.uint8)})[0]
     assert out.shape == (1, 48, 64) and out.dtype == np.uint8
     assert "int8-cpu" in rep.to_text()
+
+
+def _graph(nodes, out_name: str, out_type=onnx.TensorProto.FLOAT) -> onnx.ModelProto:
+    """x (1,2,4,4) -> nodes -> ``out_name``; a 1x1 conv weight ``w`` and a Resize ``scales`` given."""
+    inits = [onnx.numpy_helper.from_array(np.ones((3, 2, 1, 1), np.float32), "w"),
+             onnx.numpy_helper.from_array(np.ones((3, 3, 1, 1), np.float32), "w2"),
+             onnx.numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales")]
+    g = onnx.helper.make_graph(nodes, "g", [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 2, 4, 4])],
+                               [onnx.helper.make_tensor_value_info(out_name, out_type, None)], initializer=inits)
+    return onnx.helper.make_model(g, opset_imports=[onnx.helper.make_opsetid("", 17)])
+
+
+def _resize(inp: str, out: str) -> onnx.NodeProto:
+    return onnx.helper.make_node("Resize", [inp, "", "scales"], [out], name="up", mode="linear")
+
+
+def test_a_resize_that_makes_the_logits_stays_fp32_and_no_other():
+    conv = onnx.helper.make_node("Conv", ["x", "w"], ["c"], name="conv")
+    argmax = [onnx.helper.make_node("ArgMax", ["logits"], ["idx"], name="argmax", axis=1, keepdims=0),
+              onnx.helper.make_node("Cast", ["idx"], ["mask"], name="cast", to=onnx.TensorProto.UINT8)]
+    fused = _graph([conv, _resize("c", "logits"), *argmax], "mask", onnx.TensorProto.UINT8)
+    assert logits_tensors(fused) == ["logits"] and list(float_logits_resize(fused)) == ["up"]
+    unfused = _graph([conv, _resize("c", "logits")], "logits")  # the graph returns the logits
+    assert logits_tensors(unfused) == ["logits"] and list(float_logits_resize(unfused)) == ["up"]
+    # a Resize inside the network (a conv after it makes the logits) is quantized as before
+    inner = _graph([conv, _resize("c", "u"), onnx.helper.make_node("Conv", ["u", "w2"], ["logits"], name="cls"),
+                    *argmax], "mask", onnx.TensorProto.UINT8)
+    assert float_logits_resize(inner) == {}
+
+
+def test_the_cpu_graph_resizes_its_logits_in_fp32(bundle):
+    quantize_bundle(bundle, "int8", calib=CALIB, calib_frames=30, eval_frames=16, gate=97.0, max_fallback=4,
+                    progress=False, target="cpu")
+    art = Bundle.open(bundle.path).manifest.artifacts["int8-cpu"]
+    m = onnx.load(str(bundle.path / art.path))
+    producer = {o: n for n in m.graph.node for o in n.output}
+    argmax = next(n for n in m.graph.node if n.op_type == "ArgMax")
+    up = producer[argmax.input[0]]  # the ColourNet's bilinear upsample feeds the argmax directly
+    assert up.op_type == "Resize" and list(art.details["kept_float"]) == [up.name]
+    assert producer[up.input[0]].op_type == "DequantizeLinear"  # float in, float out: no Q after it
+    assert not any(n.op_type == "QuantizeLinear" and up.output[0] in n.input for n in m.graph.node)
+    assert sum(n.op_type == "DequantizeLinear" for n in m.graph.node) > 0  # the convs are still 8-bit
 
 
 def test_cpu_target_alone_writes_only_the_cpu_graph(bundle):
