@@ -27,7 +27,7 @@ import numpy as np
 import onnx
 
 from segrt.calibration.collect import CalibrationRanges
-from segrt.calibration.graph import index_graph, op_counts, postprocess_nodes
+from segrt.calibration.graph import FLOAT_TYPES, index_graph, op_counts
 from segrt.calibration.qdq import (
     DEFAULT_QUANT_OPS,
     _check_ort_supports_cache,
@@ -131,15 +131,21 @@ def cpu_int8_conversion(model: onnx.ModelProto, ranges: CalibrationRanges, types
 
 
 def logits_tensors(model: onnx.ModelProto) -> list[str]:
-    """The class-score tensors: the inputs of the fused argmax tail, or the graph outputs when
-    the graph returns logits."""
+    """The class-score tensors: the input of the fused ArgMax (found walking back from each mask
+    output through casts and reshapes), or a float graph output when the graph returns logits."""
+    from segrt.calibration.unfuse import MASK_TAIL_OPS
+
     index = index_graph(model)
-    post = postprocess_nodes(index)
-    if not post:
-        return list(index.graph_outputs)
-    made = {o for n in index.nodes if n.name in post for o in n.output}
-    return list(dict.fromkeys(i for n in index.nodes if n.name in post for i in n.input
-                              if i and i not in made and i not in index.initializers))
+    out = []
+    for t in index.graph_outputs:
+        node = index.producer.get(t)
+        while node is not None and node.op_type in MASK_TAIL_OPS:
+            node = index.producer.get(node.input[0])
+        if node is not None and node.op_type == "ArgMax":
+            out.append(node.input[0])
+        elif index.elem_type.get(t) in FLOAT_TYPES:
+            out.append(t)
+    return list(dict.fromkeys(out))
 
 
 def float_logits_resize(model: onnx.ModelProto) -> dict[str, str]:

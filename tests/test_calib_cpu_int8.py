@@ -96,7 +96,9 @@ def _resize(inp: str, out: str) -> onnx.NodeProto:
 def test_a_resize_that_makes_the_logits_stays_fp32_and_no_other():
     conv = onnx.helper.make_node("Conv", ["x", "w"], ["c"], name="conv")
     argmax = [onnx.helper.make_node("ArgMax", ["logits"], ["idx"], name="argmax", axis=1, keepdims=0),
-              onnx.helper.make_node("Cast", ["idx"], ["mask"], name="cast", to=onnx.TensorProto.UINT8)]
+              # as torch exports LR-ASPP's mask: int64 -> float -> uint8
+              onnx.helper.make_node("Cast", ["idx"], ["idx_f"], name="cast_f", to=onnx.TensorProto.FLOAT),
+              onnx.helper.make_node("Cast", ["idx_f"], ["mask"], name="cast", to=onnx.TensorProto.UINT8)]
     fused = _graph([conv, _resize("c", "logits"), *argmax], "mask", onnx.TensorProto.UINT8)
     assert logits_tensors(fused) == ["logits"] and list(float_logits_resize(fused)) == ["up"]
     unfused = _graph([conv, _resize("c", "logits")], "logits")  # the graph returns the logits
