@@ -14,7 +14,7 @@ times slower than FP32. The CPU variant is built from the *same* calibration ran
 * a Resize that makes the logits (LR-ASPP's full-resolution bilinear upsample) stays FP32
   (:func:`float_logits_resize`);
 * in either ONNX Runtime format, QDQ or QOperator: :func:`faster_format` times both on this
-  machine and keeps the faster.
+  machine (the Q/DQ graph on OpenVINO too, when installed) and keeps the format of the fastest.
 """
 from __future__ import annotations
 
@@ -95,7 +95,7 @@ class CpuInt8Conversion:
 
 def cpu_int8_conversion(model: onnx.ModelProto, ranges: CalibrationRanges, types: CpuQuantTypes, *,
                         fmt: str = "qdq", exclude_nodes: Iterable[str] = (),
-                        op_types: Sequence[str] = DEFAULT_QUANT_OPS, per_channel: bool = True) -> CpuInt8Conversion:
+                        op_types: Sequence[str] = DEFAULT_QUANT_OPS) -> CpuInt8Conversion:
     """Quantize the prepared FP32 ``model`` (see :func:`segrt.calibration.qdq.prepare_fp32`) for a CPU."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
@@ -119,7 +119,7 @@ def cpu_int8_conversion(model: onnx.ModelProto, ranges: CalibrationRanges, types
             quantize_static(
                 str(src), str(dst), calibration_data_reader=None,
                 quant_format=QuantFormat.QDQ if fmt == "qdq" else QuantFormat.QOperator,
-                op_types_to_quantize=list(op_types), per_channel=per_channel, reduce_range=False,
+                op_types_to_quantize=list(op_types), per_channel=True, reduce_range=False,
                 activation_type=qtype[types.activation], weight_type=qtype[types.weight],
                 nodes_to_exclude=list(excluded), calibrate_method=CalibrationMethod.MinMax,
                 extra_options=extra, calibration_cache_path=str(cache),

@@ -225,7 +225,7 @@ def backend_for_bundle(bundle: Bundle, *, backend: str = "auto", precision: str 
         if art.details.get("format") == "qoperator":
             raise BackendUnavailableError(
                 f"OpenVINO reads Q/DQ graphs, not ONNX Runtime's QOperator format; {art.path} was kept as QOperator "
-                "because it ran faster in ONNX Runtime here", hint="run it with --backend onnxruntime")
+                "because it ran faster here than the Q/DQ form on every CPU backend", hint="run it with --backend onnxruntime")
         out = bundle.manifest.for_precision(cpu_precision).output
         return OpenVinoBackend(bundle.onnx_path(cpu_precision), threads=threads,
                                channel_last=out.names if out.kind == "logits" else ())
