@@ -28,7 +28,7 @@ import numpy as np
 
 from segrt.errors import ConfigError
 from segrt.runtime.instances import Instance
-from segrt.runtime.render_instances import InstancePainter
+from segrt.runtime.render_instances import InstancePainter, outside
 from segrt.runtime.manifest import Manifest
 from segrt.runtime.preprocess import Letterbox
 
@@ -295,30 +295,29 @@ class Renderer:
     def _render_instances(self, frame: np.ndarray, instances: Sequence[Instance], left: np.ndarray,
                           right: np.ndarray | None) -> list[tuple[np.ndarray, str, str]]:
         h, w = frame.shape[:2]
-        a = self.alpha
-        if self.view == "mask":
-            left.fill(0)
-            canvases = [(left, False)]
-        else:
-            np.copyto(left, frame)
-            canvases = [(left, True)]
-            if right is not None:
-                right.fill(0)
-                canvases.append((right, False))
+        painter = self._painter
+        canvases = [(left, self.view != "mask")]
+        if right is not None:
+            canvases.append((right, False))
         thick = max(1, int(round(2 * self._scale)))
-        order = self._painter.order(instances)
-        self._painter.paint(instances, order, frame, canvases, a, thick)
+        order = painter.order(instances)
+        drawn = painter.paint(instances, order, frame, canvases, self.alpha, thick)
+        for canvas, on_frame in canvases:  # what the instances do not cover: the frame, or black
+            for rows, cols in outside(drawn, (w, h)):
+                if on_frame:
+                    np.copyto(canvas[rows, cols], frame[rows, cols])
+                else:
+                    canvas[rows, cols] = 0
+        names = {j: self._name(instances[j].label) for j in order}
+        painter.draw_boxes_and_tags(instances, order, names, [c for c, _ in canvases], thick,
+                                    0.5 * self._scale, max(1, int(round(self._scale))))
+        if not (self.legend or self.shares):
+            return []
         by_class: dict[int, list] = {}
         covered: dict[int, int] = {}
-        for j in order:  # lowest score first, so the most confident box and tag end on top
+        for j in order:  # lowest score first: a class's legend swatch is its most confident instance's colour
             inst = instances[j]
-            colour = self._inst_colours[j % len(self._inst_colours)]
-            cb = tuple(int(v) for v in colour)
-            bx0, by0, bx1, by1 = (int(round(v)) for v in inst.box)
-            for canvas, _ in canvases:
-                cv2.rectangle(canvas, (bx0, by0), (max(bx0, bx1 - 1), max(by0, by1 - 1)), cb, thick)
-                self._label_tag(canvas, f"{self._name(inst.label)} {inst.score:.2f}", (bx0, by0), cb)
-            by_class.setdefault(inst.label, []).append(colour)
+            by_class.setdefault(inst.label, []).append(painter.colour(j))
             covered[inst.label] = covered.get(inst.label, 0) + inst.area
         entries = []
         for label in sorted(by_class, key=lambda k: -covered[k]):  # largest share first
@@ -326,18 +325,6 @@ class Renderer:
             share = f"{100.0 * covered[label] / (w * h):5.1f}%" if self.shares else ""
             entries.append((by_class[label][-1], f"{self._name(label)} x{n}", share))
         return entries
-
-    def _label_tag(self, img: np.ndarray, text: str, anchor: tuple[int, int], colour: tuple[int, int, int]) -> None:
-        fs = 0.5 * self._scale
-        t = max(1, int(round(self._scale)))
-        (tw, th), base = cv2.getTextSize(text, _FONT, fs, t)
-        x, y = anchor
-        y_top = y - th - base - 4
-        if y_top < 0:  # no room above the box: draw inside it
-            y_top = y
-        cv2.rectangle(img, (x, y_top), (x + tw + 4, y_top + th + base + 4), colour, -1)
-        ink = (0, 0, 0) if sum(colour) > 380 else (255, 255, 255)
-        cv2.putText(img, text, (x + 2, y_top + th + 2), _FONT, fs, ink, t, cv2.LINE_AA)
 
     # -- legend and stats ----------------------------------------------------------------
     def _name(self, c: int) -> str:

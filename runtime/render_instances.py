@@ -1,33 +1,60 @@
-"""Instance fill and outlines through one id map, so the cost is one pass per mask plus a few per frame.
+"""Instance fills, outlines, boxes and label tags, at a cost of one cheap pass per mask plus a few per frame.
 
-Each instance's box-local 0/1 mask is written into a frame-sized uint8 id map as
-``max(ids, rank * mask)`` (rank = position in ascending score order, so the most confident
-instance wins where they overlap). Then, over the rectangle the instances cover: one LUT turns
-ids into colours (``applyColorMap`` with the instances' colours), one ``addWeighted`` tints the frame, background pixels are copied back, and
-a morphological gradient of the id map (nonzero where a neighbour has another id) marks the
-outlines, painted in each pixel's own instance colour. Per-instance Python work is two numpy
-calls on the mask; nothing is allocated per frame once the geometry is known. At most 255
-instances are painted (the 255 most confident); boxes and labels are the renderer's job.
+Each instance's box-local 0/1 mask sets its rank in a frame-sized uint8 id map (``copyTo``
+of a rank-filled plane through the mask; rank = position in ascending score order, so
+the most confident instance is written last and wins where they overlap: the map equals
+``max(ids, rank * mask)`` over the instances). Then, over the rectangle the instances
+cover only: one LUT turns ids into colours (``applyColorMap`` with the instances'
+colours), one ``addWeighted`` tints the frame, background pixels are copied back, and a
+morphological gradient of the id map (nonzero where a neighbour has another id) marks
+the outlines, painted in each pixel's own instance colour. Pixels outside the rectangle
+are the frame (or black), copied once. Nothing frame-sized is allocated per frame.
+
+Boxes are ``thickness`` nested one-pixel rectangles inside the box (half the cost of one
+thick ``cv2.rectangle``, which draws round-capped polygons). Label tags ("name 0.87") are
+two cached bitmaps, the class name and the score, each drawn once per colour and pasted
+with a slice copy: no text is rasterised per frame once the names and scores were seen.
+At most 255 instances are painted (the 255 most confident).
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Iterator, Mapping, Sequence
 
 import cv2
 import numpy as np
 
+from segrt.runtime import parallel
 from segrt.runtime.instances import Instance
 
 MAX_PAINTED = 255  # ids fit a uint8 map; 0 is "no instance"
+_FONT = cv2.FONT_HERSHEY_SIMPLEX
+_MIN_BAND_PIXELS = 150_000  # below this many pixels per band, threads cost more than they save
+_MAX_CACHED = 4096  # tags kept (a few KB each); the caches are emptied past this
+
+
+def outside(rect: tuple[int, int, int, int] | None, size: tuple[int, int]) -> Iterator[tuple[slice, slice]]:
+    """The (rows, cols) slices of the up to four strips of a ``size`` (w, h) image around ``rect``."""
+    w, h = size
+    if rect is None:
+        yield slice(0, h), slice(0, w)
+        return
+    x0, y0, x1, y1 = rect
+    for rows, cols in ((slice(0, y0), slice(0, w)), (slice(y1, h), slice(0, w)),
+                       (slice(y0, y1), slice(0, x0)), (slice(y0, y1), slice(x1, w))):
+        if rows.stop > rows.start and cols.stop > cols.start:
+            yield rows, cols
 
 
 class InstancePainter:
-    """Paints instance fills and outlines onto canvases of one frame size. One per renderer."""
+    """Paints instance fills, outlines, boxes and tags onto canvases of one frame size. One per renderer."""
 
     def __init__(self, colours: np.ndarray) -> None:
         self.colours = np.asarray(colours, np.uint8).reshape(-1, 3)
+        self._colour_tuples = [tuple(int(v) for v in c) for c in self.colours]
         self._size: tuple[int, int] | None = None
         self._lut = np.zeros((256, 1, 3), np.uint8)
+        self._parts: dict[tuple, np.ndarray] = {}  # name or score text on a colour
+        self._tags: dict[tuple, np.ndarray] = {}  # whole tags, name and score
 
     def _ensure(self, frame_size: tuple[int, int]) -> None:
         if self._size == frame_size:
@@ -35,28 +62,44 @@ class InstancePainter:
         self._size = frame_size
         w, h = frame_size
         self._ids = np.zeros((h, w), np.uint8)
-        self._scratch = np.empty((h, w), np.uint8)
-        self._edge = np.empty((h, w), np.uint8)
         self._col = np.empty((h, w, 3), np.uint8)
-        self._fg = np.empty((h, w), np.uint8)
+        self._background = np.empty((h, w), np.uint8)
+        # per band (one per thread): a plane for rank fills and one for outlines, which are
+        # computed over the band plus a halo of rows, so neighbouring bands must not share it
+        self._planes: list[np.ndarray] = []
+        self._edges: list[np.ndarray] = []
+
+    def _band_buffers(self, n: int) -> None:
+        w, h = self._size
+        while len(self._planes) < n:
+            self._planes.append(np.empty((h, w), np.uint8))
+            self._edges.append(np.empty((h, w), np.uint8))
 
     def order(self, instances: Sequence[Instance]) -> list[int]:
         """Indices of the painted instances, lowest score first (the last one ends on top)."""
         ranked = sorted(range(len(instances)), key=lambda k: instances[k].score)
         return ranked[-MAX_PAINTED:]
 
-    def paint(self, instances: Sequence[Instance], order: Sequence[int], frame: np.ndarray,
-              canvases: Sequence[tuple[np.ndarray, bool]], alpha: float, thickness: int) -> None:
-        """Fill and outline ``instances[order]`` on each ``(canvas, on_frame)``.
+    def colour(self, j: int) -> np.ndarray:
+        """The colour of ``instances[j]`` (BGR)."""
+        return self.colours[j % len(self.colours)]
 
-        ``on_frame`` canvases hold the frame and get a tint; the others get solid colours on
-        what is already there (the mask view's black).
+    def paint(self, instances: Sequence[Instance], order: Sequence[int], frame: np.ndarray,
+              canvases: Sequence[tuple[np.ndarray, bool]], alpha: float,
+              thickness: int) -> tuple[int, int, int, int] | None:
+        """Fill and outline ``instances[order]`` on each ``(canvas, on_frame)``; returns the rectangle drawn.
+
+        Only pixels inside the returned (x0, y0, x1, y1) are written (None: nothing was).
+        ``on_frame`` canvases get the frame, tinted under the instances; the others get solid
+        colours on black. The caller fills the rest (see :func:`outside`). The rectangle is cut
+        into horizontal bands, one per thread (:mod:`segrt.runtime.parallel`): the id map is
+        painted band by band, then (once every band's ids are final, since outlines read a row
+        beyond the band) each band is coloured, blended and outlined.
         """
         h, w = frame.shape[:2]
         self._ensure((w, h))
-        if not order:
-            return
-        ids, lut = self._ids, self._lut
+        lut = self._lut
+        masks = []  # (rank, x, y, mask) of each instance inside the frame
         x0, y0, x1, y1 = w, h, 0, 0
         for rank, j in enumerate(order, start=1):
             inst = instances[j]
@@ -65,33 +108,129 @@ class InstancePainter:
             mh, mw = min(mh, h - y), min(mw, w - x)
             if mh <= 0 or mw <= 0:
                 continue
-            scratch = self._scratch[:mh, :mw]
-            np.multiply(inst.mask[:mh, :mw], rank, out=scratch)
-            region = ids[y:y + mh, x:x + mw]
-            cv2.max(region, scratch, dst=region)  # in place on the view; ~3x numpy's strided maximum
+            masks.append((rank, x, y, inst.mask[:mh, :mw]))
             x0, y0, x1, y1 = min(x0, x), min(y0, y), max(x1, x + mw), max(y1, y + mh)
             lut[rank, 0] = self.colours[j % len(self.colours)]
         if x1 <= x0 or y1 <= y0:
-            return
+            return None
         pad = thickness  # outlines reach just past the masks
-        x0, y0, x1, y1 = max(0, x0 - pad), max(0, y0 - pad), min(w, x1 + pad), min(h, y1 + pad)
-        sub_ids = ids[y0:y1, x0:x1]
-        col = self._col[y0:y1, x0:x1]
-        cv2.applyColorMap(sub_ids, lut, dst=col)  # the LUT as a colour map: id 0 maps to black
-        background = self._scratch[y0:y1, x0:x1]
-        cv2.compare(sub_ids, 0, cv2.CMP_EQ, dst=background)
-        edge = self._edge[y0:y1, x0:x1]
+        rect = max(0, x0 - pad), max(0, y0 - pad), min(w, x1 + pad), min(h, y1 + pad)
+        x0, y0, x1, y1 = rect
+        n = max(1, min(parallel.parts(), (x1 - x0) * (y1 - y0) // _MIN_BAND_PIXELS))
+        bands = [(y0 + (y1 - y0) * b // n, y0 + (y1 - y0) * (b + 1) // n) for b in range(n)]
+        self._band_buffers(n)
+        parallel.run_parts(lambda b: self._paint_ids(masks, b, bands[b]), n)
         k = max(3, 2 * thickness - 1)
-        cv2.morphologyEx(sub_ids, cv2.MORPH_GRADIENT, np.ones((k, k), np.uint8), dst=edge)
-        cv2.subtract(edge, background, dst=edge)  # outlines sit on the instance side of each boundary
-        foreground = cv2.bitwise_not(background, dst=self._fg[y0:y1, x0:x1])
+        parallel.run_parts(lambda b: self._colour_band(frame, canvases, alpha, k, rect, b, bands[b]), n)
+        self._ids[y0:y1, x0:x1] = 0  # ready for the next frame without a full clear
+        return rect
+
+    def _paint_ids(self, masks: Sequence[tuple[int, int, int, np.ndarray]], b: int, band: tuple[int, int]) -> None:
+        """Rows ``band`` of the id map: each mask sets its rank, in ascending rank order."""
+        r0, r1 = band
+        ids, plane = self._ids, self._planes[b]
+        for rank, x, y, mask in masks:
+            mh, mw = mask.shape
+            a, z = max(y, r0), min(y + mh, r1)
+            if z <= a:
+                continue
+            rank_plane = plane[:z - a, :mw]
+            rank_plane.fill(rank)
+            # later (more confident) ranks overwrite earlier ones: the same map as max(ids, rank * mask)
+            cv2.copyTo(rank_plane, mask[a - y:z - y], ids[a:z, x:x + mw])
+
+    def _colour_band(self, frame: np.ndarray, canvases: Sequence[tuple[np.ndarray, bool]], alpha: float, k: int,
+                     rect: tuple[int, int, int, int], b: int, band: tuple[int, int]) -> None:
+        """Rows ``band`` of ``rect`` on every canvas, from the finished id map."""
+        x0, y0, x1, y1 = rect
+        r0, r1 = band
+        sub_ids = self._ids[r0:r1, x0:x1]
+        col = self._col[r0:r1, x0:x1]
+        cv2.applyColorMap(sub_ids, self._lut, dst=col)  # the LUT as a colour map: id 0 maps to black
+        background = edge = None
+        if any(on_frame for _, on_frame in canvases):  # the mask view needs neither
+            background = self._background[r0:r1, x0:x1]
+            cv2.compare(sub_ids, 0, cv2.CMP_EQ, dst=background)
+            # the gradient of the band plus k // 2 rows either side (inside the rectangle), so the
+            # band's own rows see their true neighbours
+            a, z = max(y0, r0 - k // 2), min(y1, r1 + k // 2)
+            halo = self._edges[b][a:z, x0:x1]
+            cv2.morphologyEx(self._ids[a:z, x0:x1], cv2.MORPH_GRADIENT, np.ones((k, k), np.uint8), dst=halo)
+            edge = halo[r0 - a:r1 - a]
+            cv2.subtract(edge, background, dst=edge)  # outlines sit on the instance side of each boundary
         for canvas, on_frame in canvases:
-            out = canvas[y0:y1, x0:x1]
+            out = canvas[r0:r1, x0:x1]
             if on_frame:
-                src = frame[y0:y1, x0:x1]
+                src = frame[r0:r1, x0:x1]
                 cv2.addWeighted(src, 1.0 - alpha, col, alpha, 0.0, dst=out)
                 cv2.copyTo(src, background, out)
+                cv2.copyTo(col, edge, out)
             else:
-                cv2.copyTo(col, foreground, out)
-            cv2.copyTo(col, edge, out)
-        ids[y0:y1, x0:x1] = 0  # ready for the next frame without a full clear
+                np.copyto(out, col)  # id 0 maps to black: the colour map is the mask view, outlines included
+
+    def draw_boxes_and_tags(self, instances: Sequence[Instance], order: Sequence[int],
+                            names: Mapping[int, str], canvases: Sequence[np.ndarray], thickness: int,
+                            font_scale: float, font_thickness: int) -> None:
+        """Each box outline and its tag ``"name score"`` (``names[j]``), lowest score first."""
+        tags, font = self._tags, (font_scale, font_thickness)
+        for j in order:
+            inst = instances[j]
+            ci = j % len(self.colours)
+            cb = self._colour_tuples[ci]
+            bx0, by0, bx1, by1 = (int(round(v)) for v in inst.box)
+            bx1, by1 = max(bx0, bx1 - 1), max(by0, by1 - 1)  # inclusive corners
+            key = (names[j], f" {inst.score:.2f}", ci, font)
+            tag = tags.get(key)
+            if tag is None:
+                tag = self._tag(key)
+            th = tag.shape[0]
+            y_top = by0 - th if by0 - th >= 0 else by0  # no room above the box: inside it
+            for canvas in canvases:
+                for k in range(thickness):
+                    if bx0 + k > bx1 - k or by0 + k > by1 - k:
+                        break
+                    cv2.rectangle(canvas, (bx0 + k, by0 + k), (bx1 - k, by1 - k), cb, 1)
+                _paste(canvas, tag, bx0, y_top)
+
+    def _tag(self, key: tuple[str, str, int, tuple[float, int]]) -> np.ndarray:
+        """The tag for ``key`` = (name, score text, colour, font): the name's and the score's bitmaps side by side.
+
+        Each of the two is drawn once per colour (there are few names and at most 101 score
+        texts), so a new name-score pair costs one small copy, not a text rasterisation.
+        """
+        if len(self._tags) >= _MAX_CACHED:
+            self._tags.clear()
+            self._parts.clear()
+        name, score, ci, font = key
+        tag = np.hstack([self._part(name, ci, 2, font), self._part(score, ci, 0, font)])
+        self._tags[key] = tag
+        return tag
+
+    def _part(self, text: str, ci: int, left: int, font: tuple[float, int]) -> np.ndarray:
+        """``text`` on a solid tag of colour ``ci``, ``left`` pixels in and 2 to spare on the right; cached."""
+        key = (text, ci, left, font)
+        part = self._parts.get(key)
+        if part is not None:
+            return part
+        # Every part gets the height of a reference string with the font's tallest and lowest
+        # glyphs (OpenCV 5 measures the baseline of the string given), so the parts of a tag line up.
+        font_scale, thickness = font
+        tw = cv2.getTextSize(text, _FONT, font_scale, thickness)[0][0]
+        (_, th), base = cv2.getTextSize("|Ag(0)", _FONT, font_scale, thickness)
+        colour = self._colour_tuples[ci]
+        part = np.empty((th + base + 5, left + tw + 2, 3), np.uint8)
+        part[:] = colour
+        ink = (0, 0, 0) if sum(colour) > 380 else (255, 255, 255)
+        cv2.putText(part, text, (left, th + 2), _FONT, font_scale, ink, thickness, cv2.LINE_AA)
+        self._parts[key] = part
+        return part
+
+
+def _paste(canvas: np.ndarray, img: np.ndarray, x: int, y: int) -> int:
+    """Copy ``img`` onto ``canvas`` with its top-left at (x, y), clipped; returns the x just past it."""
+    h, w = canvas.shape[:2]
+    ih, iw = img.shape[:2]
+    cx0, cy0, cx1, cy1 = max(x, 0), max(y, 0), min(x + iw, w), min(y + ih, h)
+    if cx1 > cx0 and cy1 > cy0:
+        canvas[cy0:cy1, cx0:cx1] = img[cy0 - y:cy1 - y, cx0 - x:cx1 - x]
+    return x + iw

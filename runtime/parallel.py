@@ -1,0 +1,51 @@
+"""Split one frame's work across the CPU's cores: OpenCV calls release the GIL, so Python threads that
+spend their time in cv2 run in parallel.
+
+``run_parts(fn, n)`` calls ``fn(0) .. fn(n-1)``, part 0 in the calling thread and the others on a
+small shared pool of daemon threads, and returns their results in order; an exception in any
+part is raised in the caller. :func:`parts` is how many parts are worth making: OpenCV's own
+thread count (``cv2.getNumThreads()``, so ``cv2.setNumThreads(1)`` makes every split serial),
+at most the CPUs this process may run on and at most ``_MAX_PARTS``.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor, wait
+from typing import Callable, TypeVar
+
+import cv2
+
+T = TypeVar("T")
+_MAX_PARTS = 4  # past a few threads the per-part Python overhead outweighs the split
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def parts() -> int:
+    """How many parts to split one frame's work into (1: do it all in the calling thread)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(cv2.getNumThreads(), cpus, _MAX_PARTS))
+
+
+def _shared_pool() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=_MAX_PARTS - 1, thread_name_prefix="segrt-part")
+        return _pool
+
+
+def run_parts(fn: Callable[[int], T], n: int) -> list[T]:
+    """``[fn(0), ..., fn(n-1)]``, part 0 here and the rest on the shared pool."""
+    if n <= 1:
+        return [fn(0)] if n == 1 else []
+    futures = [_shared_pool().submit(fn, k) for k in range(1, n)]
+    try:
+        first = fn(0)
+    finally:
+        wait(futures)  # every part has ended before this frame's buffers are touched again
+    return [first, *(f.result() for f in futures)]
