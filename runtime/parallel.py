@@ -3,12 +3,16 @@ spend their time in cv2 run in parallel.
 
 ``run_parts(fn, n)`` calls ``fn(0) .. fn(n-1)``, part 0 in the calling thread and the others on a
 small shared pool of daemon threads, and returns their results in order; an exception in any
-part is raised in the caller. :func:`parts` is how many parts are worth making: OpenCV's own
+part is raised in the caller. ``run_chunks(fn, chunks, workers)`` runs ``fn(chunk, worker)`` for
+every chunk, each worker claiming the next chunk when it is done with one: on a machine
+shared with other work, a thread that gets less CPU simply does fewer chunks, where an even
+split would leave everyone waiting for it. :func:`parts` is how many parts are worth making: OpenCV's own
 thread count (``cv2.getNumThreads()``, so ``cv2.setNumThreads(1)`` makes every split serial),
 at most the CPUs this process may run on and at most ``_MAX_PARTS``.
 """
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -49,3 +53,16 @@ def run_parts(fn: Callable[[int], T], n: int) -> list[T]:
     finally:
         wait(futures)  # every part has ended before this frame's buffers are touched again
     return [first, *(f.result() for f in futures)]
+
+
+def run_chunks(fn: Callable[[int, int], None], chunks: int, workers: int) -> None:
+    """``fn(chunk, worker)`` for each chunk in ``0 .. chunks-1``, in claim order, over ``workers`` threads."""
+    claim = itertools.count().__next__  # atomic under the GIL
+
+    def work(worker: int) -> None:
+        chunk = claim()
+        while chunk < chunks:
+            fn(chunk, worker)
+            chunk = claim()
+
+    run_parts(work, min(workers, chunks))

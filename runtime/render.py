@@ -28,7 +28,7 @@ import numpy as np
 
 from segrt.errors import ConfigError
 from segrt.runtime.instances import Instance
-from segrt.runtime.render_instances import InstancePainter, outside
+from segrt.runtime.render_instances import InstancePainter
 from segrt.runtime.manifest import Manifest
 from segrt.runtime.preprocess import Letterbox
 
@@ -299,19 +299,11 @@ class Renderer:
         canvases = [(left, self.view != "mask")]
         if right is not None:
             canvases.append((right, False))
-        thick = max(1, int(round(2 * self._scale)))
         order = painter.order(instances)
-        drawn = painter.paint(instances, order, frame, canvases, self.alpha, thick)
-        for canvas, on_frame in canvases:  # what the instances do not cover: the frame, or black
-            for rows, cols in outside(drawn, (w, h)):
-                if on_frame:
-                    np.copyto(canvas[rows, cols], frame[rows, cols])
-                else:
-                    canvas[rows, cols] = 0
         names = {j: self._name(instances[j].label) for j in order}
-        painter.draw_boxes_and_tags(instances, order, names, [c for c, _ in canvases], thick,
-                                    0.5 * self._scale, max(1, int(round(self._scale))))
-        if not (self.legend or self.shares):
+        painter.draw(instances, order, frame, canvases, self.alpha, max(1, int(round(2 * self._scale))),
+                     names, (0.5 * self._scale, max(1, int(round(self._scale)))))
+        if not self.legend:
             return []
         by_class: dict[int, list] = {}
         covered: dict[int, int] = {}

@@ -3,17 +3,22 @@
 Each instance's box-local 0/1 mask sets its rank in a frame-sized uint8 id map (``copyTo``
 of a rank-filled plane through the mask; rank = position in ascending score order, so
 the most confident instance is written last and wins where they overlap: the map equals
-``max(ids, rank * mask)`` over the instances). Then, over the rectangle the instances
-cover only: one LUT turns ids into colours (``applyColorMap`` with the instances'
-colours), one ``addWeighted`` tints the frame, background pixels are copied back, and a
-morphological gradient of the id map (nonzero where a neighbour has another id) marks
-the outlines, painted in each pixel's own instance colour. Pixels outside the rectangle
-are the frame (or black), copied once. Nothing frame-sized is allocated per frame.
+``max(ids, rank * mask)`` over the instances). Then, over the rectangle the masks cover
+only: one LUT turns ids into colours (``applyColorMap`` with the instances' colours), one
+``addWeighted`` tints the frame, background pixels are copied back, and a morphological
+gradient of the id map (nonzero where a neighbour has another id) marks the outlines,
+painted in each pixel's own instance colour. Pixels outside the rectangle are the frame
+(or black), copied once. Nothing frame-sized is allocated per frame.
 
 Boxes are ``thickness`` nested one-pixel rectangles inside the box (half the cost of one
 thick ``cv2.rectangle``, which draws round-capped polygons). Label tags ("name 0.87") are
-two cached bitmaps, the class name and the score, each drawn once per colour and pasted
-with a slice copy: no text is rasterised per frame once the names and scores were seen.
+cached bitmaps, each name and score drawn once per colour: a tag costs a slice copy, not
+a text rasterisation.
+
+The frame is cut into horizontal bands, one per thread (:mod:`segrt.runtime.parallel`; the
+OpenCV calls release the GIL): first every band's rows of the id map, then (once the map is
+final, since outlines read a row beyond the band) each band's fills, outlines, boxes and
+tags, each clipped to the band, in the same order as one thread would draw them.
 At most 255 instances are painted (the 255 most confident).
 """
 from __future__ import annotations
@@ -29,10 +34,13 @@ from segrt.runtime.instances import Instance
 MAX_PAINTED = 255  # ids fit a uint8 map; 0 is "no instance"
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 _MIN_BAND_PIXELS = 150_000  # below this many pixels per band, threads cost more than they save
+_CHUNKS_PER_THREAD = 4
 _MAX_CACHED = 4096  # tags kept (a few KB each); the caches are emptied past this
 
+Rect = tuple[int, int, int, int]
 
-def outside(rect: tuple[int, int, int, int] | None, size: tuple[int, int]) -> Iterator[tuple[slice, slice]]:
+
+def outside(rect: Rect | None, size: tuple[int, int]) -> Iterator[tuple[slice, slice]]:
     """The (rows, cols) slices of the up to four strips of a ``size`` (w, h) image around ``rect``."""
     w, h = size
     if rect is None:
@@ -46,7 +54,7 @@ def outside(rect: tuple[int, int, int, int] | None, size: tuple[int, int]) -> It
 
 
 class InstancePainter:
-    """Paints instance fills, outlines, boxes and tags onto canvases of one frame size. One per renderer."""
+    """Draws instances onto canvases of one frame size. One per renderer (not shared between threads)."""
 
     def __init__(self, colours: np.ndarray) -> None:
         self.colours = np.asarray(colours, np.uint8).reshape(-1, 3)
@@ -56,23 +64,19 @@ class InstancePainter:
         self._parts: dict[tuple, np.ndarray] = {}  # name or score text on a colour
         self._tags: dict[tuple, np.ndarray] = {}  # whole tags, name and score
 
-    def _ensure(self, frame_size: tuple[int, int]) -> None:
-        if self._size == frame_size:
-            return
-        self._size = frame_size
+    def _ensure(self, frame_size: tuple[int, int], bands: int) -> None:
+        if self._size != frame_size:
+            self._size = frame_size
+            w, h = frame_size
+            self._ids = np.zeros((h, w), np.uint8)
+            self._col = np.empty((h, w, 3), np.uint8)
+            self._background = np.empty((h, w), np.uint8)
+            self._plane = np.empty((h, w), np.uint8)  # rank fills
+            # one per thread: outlines are computed over a band plus a halo of rows, which
+            # neighbouring bands must not share
+            self._edges: list[np.ndarray] = []
         w, h = frame_size
-        self._ids = np.zeros((h, w), np.uint8)
-        self._col = np.empty((h, w, 3), np.uint8)
-        self._background = np.empty((h, w), np.uint8)
-        # per band (one per thread): a plane for rank fills and one for outlines, which are
-        # computed over the band plus a halo of rows, so neighbouring bands must not share it
-        self._planes: list[np.ndarray] = []
-        self._edges: list[np.ndarray] = []
-
-    def _band_buffers(self, n: int) -> None:
-        w, h = self._size
-        while len(self._planes) < n:
-            self._planes.append(np.empty((h, w), np.uint8))
+        while len(self._edges) < bands:
             self._edges.append(np.empty((h, w), np.uint8))
 
     def order(self, instances: Sequence[Instance]) -> list[int]:
@@ -84,20 +88,18 @@ class InstancePainter:
         """The colour of ``instances[j]`` (BGR)."""
         return self.colours[j % len(self.colours)]
 
-    def paint(self, instances: Sequence[Instance], order: Sequence[int], frame: np.ndarray,
-              canvases: Sequence[tuple[np.ndarray, bool]], alpha: float,
-              thickness: int) -> tuple[int, int, int, int] | None:
-        """Fill and outline ``instances[order]`` on each ``(canvas, on_frame)``; returns the rectangle drawn.
+    def draw(self, instances: Sequence[Instance], order: Sequence[int], frame: np.ndarray,
+             canvases: Sequence[tuple[np.ndarray, bool]], alpha: float, thickness: int,
+             names: Mapping[int, str] | None = None, font: tuple[float, int] = (0.5, 1)) -> Rect | None:
+        """Draw ``instances[order]`` over the whole of each ``(canvas, on_frame)``; returns the filled rectangle.
 
-        Only pixels inside the returned (x0, y0, x1, y1) are written (None: nothing was).
-        ``on_frame`` canvases get the frame, tinted under the instances; the others get solid
-        colours on black. The caller fills the rest (see :func:`outside`). The rectangle is cut
-        into horizontal bands, one per thread (:mod:`segrt.runtime.parallel`): the id map is
-        painted band by band, then (once every band's ids are final, since outlines read a row
-        beyond the band) each band is coloured, blended and outlined.
+        ``on_frame`` canvases get the frame, tinted under the masks; the others get solid
+        colours on black. With ``names`` (index -> class name), each instance also gets its
+        box and a tag "name score" (``font`` = Hershey scale and thickness). Outlines and
+        boxes are ``thickness`` pixels. The returned (x0, y0, x1, y1) bounds the fills and
+        outlines (None: there were none).
         """
         h, w = frame.shape[:2]
-        self._ensure((w, h))
         lut = self._lut
         masks = []  # (rank, x, y, mask) of each instance inside the frame
         x0, y0, x1, y1 = w, h, 0, 0
@@ -111,24 +113,30 @@ class InstancePainter:
             masks.append((rank, x, y, inst.mask[:mh, :mw]))
             x0, y0, x1, y1 = min(x0, x), min(y0, y), max(x1, x + mw), max(y1, y + mh)
             lut[rank, 0] = self.colours[j % len(self.colours)]
-        if x1 <= x0 or y1 <= y0:
-            return None
-        pad = thickness  # outlines reach just past the masks
-        rect = max(0, x0 - pad), max(0, y0 - pad), min(w, x1 + pad), min(h, y1 + pad)
-        x0, y0, x1, y1 = rect
-        n = max(1, min(parallel.parts(), (x1 - x0) * (y1 - y0) // _MIN_BAND_PIXELS))
-        bands = [(y0 + (y1 - y0) * b // n, y0 + (y1 - y0) * (b + 1) // n) for b in range(n)]
-        self._band_buffers(n)
-        parallel.run_parts(lambda b: self._paint_ids(masks, b, bands[b]), n)
-        k = max(3, 2 * thickness - 1)
-        parallel.run_parts(lambda b: self._colour_band(frame, canvases, alpha, k, rect, b, bands[b]), n)
-        self._ids[y0:y1, x0:x1] = 0  # ready for the next frame without a full clear
+        rect = None
+        if x1 > x0 and y1 > y0:  # outlines reach just past the masks
+            rect = max(0, x0 - thickness), max(0, y0 - thickness), min(w, x1 + thickness), min(h, y1 + thickness)
+        boxes = self._boxes(instances, order, names, font) if names is not None else []
+        n = max(1, min(parallel.parts(), h * w // _MIN_BAND_PIXELS))
+        self._ensure((w, h), n)
+        if rect is not None:
+            self._paint_ids(masks, rect[1:4:2])
+        # Bands of rows, claimed by whichever thread is free. Only this step is split: its OpenCV
+        # calls are long, while the per-mask and per-box steps are many short calls, which two
+        # threads would spend handing the GIL to each other (measured slower than one thread).
+        m = _CHUNKS_PER_THREAD * n if n > 1 else 1
+        chunks = [(h * c // m, h * (c + 1) // m) for c in range(m)]
+        parallel.run_chunks(lambda c, b: self._fill_band(frame, canvases, alpha, thickness, rect, chunks[c], b), m, n)
+        if boxes:  # on top of every fill
+            self._draw_boxes(canvases, thickness, boxes)
+        if rect is not None:
+            self._ids[rect[1]:rect[3], rect[0]:rect[2]] = 0  # ready for the next frame without a full clear
         return rect
 
-    def _paint_ids(self, masks: Sequence[tuple[int, int, int, np.ndarray]], b: int, band: tuple[int, int]) -> None:
-        """Rows ``band`` of the id map: each mask sets its rank, in ascending rank order."""
-        r0, r1 = band
-        ids, plane = self._ids, self._planes[b]
+    def _paint_ids(self, masks: Sequence[tuple[int, int, int, np.ndarray]], rows: tuple[int, int]) -> None:
+        """Rows ``rows`` of the id map: each mask sets its rank, in ascending rank order."""
+        r0, r1 = rows
+        ids, plane = self._ids, self._plane
         for rank, x, y, mask in masks:
             mh, mw = mask.shape
             a, z = max(y, r0), min(y + mh, r1)
@@ -139,11 +147,43 @@ class InstancePainter:
             # later (more confident) ranks overwrite earlier ones: the same map as max(ids, rank * mask)
             cv2.copyTo(rank_plane, mask[a - y:z - y], ids[a:z, x:x + mw])
 
-    def _colour_band(self, frame: np.ndarray, canvases: Sequence[tuple[np.ndarray, bool]], alpha: float, k: int,
-                     rect: tuple[int, int, int, int], b: int, band: tuple[int, int]) -> None:
-        """Rows ``band`` of ``rect`` on every canvas, from the finished id map."""
-        x0, y0, x1, y1 = rect
+    def _fill_band(self, frame: np.ndarray, canvases: Sequence[tuple[np.ndarray, bool]], alpha: float,
+                   thickness: int, rect: Rect | None, band: tuple[int, int], b: int) -> None:
+        """Rows ``band`` of every canvas: frame or black, then fills and outlines (worker ``b``)."""
         r0, r1 = band
+        h, w = frame.shape[:2]
+        for canvas, on_frame in canvases:  # what the masks do not cover: the frame, or black
+            for rows, cols in outside(rect, (w, h)):
+                a, z = max(rows.start, r0), min(rows.stop, r1)
+                if z > a:
+                    if on_frame:
+                        np.copyto(canvas[a:z, cols], frame[a:z, cols])
+                    else:
+                        canvas[a:z, cols] = 0
+        if rect is not None:
+            a, z = _rows(band, rect)
+            if z > a:
+                self._colour_rows(frame, canvases, alpha, thickness, rect, (a, z), b)
+
+    @staticmethod
+    def _draw_boxes(canvases: Sequence[tuple[np.ndarray, bool]], thickness: int, boxes: list) -> None:
+        """Box outlines and tags on every canvas, lowest score first."""
+        for canvas, _ in canvases:
+            h, w = canvas.shape[:2]
+            for cb, bx0, by0, bx1, by1, tag, x_tag, y_tag in boxes:
+                for k in range(thickness):
+                    if bx0 + k > bx1 - k or by0 + k > by1 - k:
+                        break
+                    cv2.rectangle(canvas, (bx0 + k, by0 + k), (bx1 - k, by1 - k), cb, 1)
+                if x_tag < w and y_tag < h:  # the tag clipped to the canvas (x_tag, y_tag >= 0)
+                    th, tw = tag.shape[:2]
+                    canvas[y_tag:y_tag + th, x_tag:x_tag + tw] = tag[:h - y_tag, :w - x_tag]
+
+    def _colour_rows(self, frame: np.ndarray, canvases: Sequence[tuple[np.ndarray, bool]], alpha: float,
+                     thickness: int, rect: Rect, rows: tuple[int, int], b: int) -> None:
+        """Rows ``rows`` of ``rect`` on every canvas, from the finished id map."""
+        x0, y0, x1, y1 = rect
+        r0, r1 = rows
         sub_ids = self._ids[r0:r1, x0:x1]
         col = self._col[r0:r1, x0:x1]
         cv2.applyColorMap(sub_ids, self._lut, dst=col)  # the LUT as a colour map: id 0 maps to black
@@ -151,8 +191,9 @@ class InstancePainter:
         if any(on_frame for _, on_frame in canvases):  # the mask view needs neither
             background = self._background[r0:r1, x0:x1]
             cv2.compare(sub_ids, 0, cv2.CMP_EQ, dst=background)
-            # the gradient of the band plus k // 2 rows either side (inside the rectangle), so the
-            # band's own rows see their true neighbours
+            # the gradient of these rows plus k // 2 either side (inside the rectangle), so that
+            # the rows at the band's edges see their true neighbours
+            k = max(3, 2 * thickness - 1)
             a, z = max(y0, r0 - k // 2), min(y1, r1 + k // 2)
             halo = self._edges[b][a:z, x0:x1]
             cv2.morphologyEx(self._ids[a:z, x0:x1], cv2.MORPH_GRADIENT, np.ones((k, k), np.uint8), dst=halo)
@@ -168,29 +209,23 @@ class InstancePainter:
             else:
                 np.copyto(out, col)  # id 0 maps to black: the colour map is the mask view, outlines included
 
-    def draw_boxes_and_tags(self, instances: Sequence[Instance], order: Sequence[int],
-                            names: Mapping[int, str], canvases: Sequence[np.ndarray], thickness: int,
-                            font_scale: float, font_thickness: int) -> None:
-        """Each box outline and its tag ``"name score"`` (``names[j]``), lowest score first."""
-        tags, font = self._tags, (font_scale, font_thickness)
-        for j in order:
+    def _boxes(self, instances: Sequence[Instance], order: Sequence[int], names: Mapping[int, str],
+               font: tuple[float, int]) -> list:
+        """(colour, x0, y0, x1, y1 (inclusive), tag, tag's top-left x, y) of each box, lowest score first."""
+        tags, boxes = self._tags, []
+        corners = np.rint([instances[j].box for j in order]).astype(np.int64).tolist()  # half to even, as round()
+        for j, (bx0, by0, bx1, by1) in zip(order, corners):
             inst = instances[j]
             ci = j % len(self.colours)
-            cb = self._colour_tuples[ci]
-            bx0, by0, bx1, by1 = (int(round(v)) for v in inst.box)
-            bx1, by1 = max(bx0, bx1 - 1), max(by0, by1 - 1)  # inclusive corners
             key = (names[j], f" {inst.score:.2f}", ci, font)
             tag = tags.get(key)
             if tag is None:
                 tag = self._tag(key)
             th = tag.shape[0]
-            y_top = by0 - th if by0 - th >= 0 else by0  # no room above the box: inside it
-            for canvas in canvases:
-                for k in range(thickness):
-                    if bx0 + k > bx1 - k or by0 + k > by1 - k:
-                        break
-                    cv2.rectangle(canvas, (bx0 + k, by0 + k), (bx1 - k, by1 - k), cb, 1)
-                _paste(canvas, tag, bx0, y_top)
+            y_tag = by0 - th if by0 - th >= 0 else max(by0, 0)  # no room above the box: inside it
+            boxes.append((self._colour_tuples[ci], bx0, by0, max(bx0, bx1 - 1), max(by0, by1 - 1), tag,
+                          max(bx0, 0), y_tag))
+        return boxes
 
     def _tag(self, key: tuple[str, str, int, tuple[float, int]]) -> np.ndarray:
         """The tag for ``key`` = (name, score text, colour, font): the name's and the score's bitmaps side by side.
@@ -226,11 +261,6 @@ class InstancePainter:
         return part
 
 
-def _paste(canvas: np.ndarray, img: np.ndarray, x: int, y: int) -> int:
-    """Copy ``img`` onto ``canvas`` with its top-left at (x, y), clipped; returns the x just past it."""
-    h, w = canvas.shape[:2]
-    ih, iw = img.shape[:2]
-    cx0, cy0, cx1, cy1 = max(x, 0), max(y, 0), min(x + iw, w), min(y + ih, h)
-    if cx1 > cx0 and cy1 > cy0:
-        canvas[cy0:cy1, cx0:cx1] = img[cy0 - y:cy1 - y, cx0 - x:cx1 - x]
-    return x + iw
+def _rows(band: tuple[int, int], rect: Rect) -> tuple[int, int]:
+    """The rows of ``band`` inside ``rect`` (empty when start >= stop)."""
+    return max(band[0], rect[1]), min(band[1], rect[3])
