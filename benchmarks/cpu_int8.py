@@ -201,9 +201,10 @@ def measure_model(model: str, size, workdir: Path, args) -> dict:
     # --precision auto against every precision by hand, in the threaded pipeline
     choice = resolve_auto(fused, threads=args.threads, echo=say)
     out["auto_choice"] = choice.explain()
-    by_hand = {"fp32": ("fp32", "onnxruntime"), "fp32-unfused": ("fp32-unfused", "onnxruntime")}
-    if acc.get("passed"):  # by hand among what auto may choose: gated artifacts
-        by_hand.update({"int8-cpu": ("int8-cpu", "onnxruntime"), "int8-cpu-unfused": ("int8-cpu-unfused", "onnxruntime")})
+    # by hand: every (gated artifact, CPU backend) that auto may choose, OpenVINO included
+    hand_artifacts = ["fp32", "fp32-unfused"] + (["int8-cpu", "int8-cpu-unfused"] if acc.get("passed") else [])
+    by_hand = {f"{a}/{be}": (a, be) for be in ("onnxruntime", "openvino") for a in hand_artifacts
+               if be == "onnxruntime" or any(c[1:] == (a, be) for c in cells.values())}
     fps: dict[str, list[float]] = {k: [] for k in ["auto", *by_hand]}
     names = list(fps)
     for r in range(args.pipeline_rounds):  # rotate the order: a load change hits each alike
