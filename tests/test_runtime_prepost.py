@@ -111,21 +111,22 @@ def test_running_argmax_equals_numpy_argmax_including_ties():
                                   np.argmax(logits[0].astype(np.float16), axis=0))
 
 
-def test_channel_last_logits_decode_like_nchw_including_ties():
+@pytest.mark.parametrize("h", [48, 37, 5])  # bands of rows: even, uneven, too few rows to split
+def test_channel_last_logits_decode_like_nchw_including_ties(h):
     """OpenVINO hands back an (N,C,H,W) view of an NHWC buffer; the mask is the same."""
     dec = MaskDecoder(manifest(fused=False))
     rng = np.random.default_rng(3)
-    nchw = rng.standard_normal((1, 5, 48, 64)).astype(np.float32)
+    nchw = rng.standard_normal((1, 5, h, 64)).astype(np.float32)
     nchw[0, :, :4, :4] = 1.0  # a 5-way tie: class 0
     nchw[0, 1:4, 20:30, 5:9] = 9.0  # a 3-way tie: class 1
     view = np.ascontiguousarray(nchw.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
     assert view.shape == nchw.shape and not view.flags.c_contiguous
     expected = np.argmax(nchw[0], axis=0)
-    out = np.zeros((48, 64), np.uint8)
+    out = np.zeros((h, 64), np.uint8)
     np.testing.assert_array_equal(dec.decode({"logits": view}, out=out), expected)
     np.testing.assert_array_equal(dec.decode({"logits": nchw}), expected)  # and back to plain NCHW
     np.testing.assert_array_equal(dec.decode({"logits": view}), expected)
-    assert np.all(out[:4, :4] == 0) and np.all(out[20:30, 5:9] == 1)
+    assert np.all(out[:4, :4] == 0) and np.all(out[20:30, 5:9] == 1)  # ties across a band boundary
 
 
 def test_mask_outputs_pass_through_and_fresh_copy():
