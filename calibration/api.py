@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
-import numpy as np
 import onnx
 
 from segrt.calibration.collect import METHODS
@@ -58,7 +57,7 @@ from segrt.calibration.sensitivity import FallbackResult, sensitivity_fallback
 from segrt.errors import AccuracyGateError, BundleError, ConfigError
 from segrt.runtime.bundle import Bundle, onnx_filename
 from segrt.runtime.fsutil import atomic_path, sha256_file
-from segrt.runtime.manifest import Artifact
+from segrt.runtime.manifest import Artifact, plain_json
 from segrt.runtime.redact import redact
 
 log = logging.getLogger("segrt.calibration")
@@ -365,7 +364,7 @@ def quantize_bundle(bundle: Bundle | str | os.PathLike[str], precision: str, *, 
     with atomic_path(onnx_target) as tmp:
         onnx.save(artifact_model, str(tmp))
     art = Artifact(precision=precision, path=onnx_filename(precision), sha256=sha256_file(onnx_target),
-                   accuracy=report.to_manifest(), details=_jsonable(details))
+                   accuracy=report.to_manifest(), details=plain_json(details))
     b.update(manifest.with_artifact(art))
     result.artifact = art
     if precision == "int8" and target == "both" and ranges is not None:
@@ -389,8 +388,8 @@ def _cpu_beside(b: Bundle, prepared, ranges, evaluator, eval_info, gate_value, m
         b, prepared, ranges, evaluator, gate=gate_value, max_fallback=max_fallback, progress=progress,
         threads=threads, op_types=op_types, start_excluded=excluded, **gate_evidence)
     if cpu.passed:
-        register_cpu_variant(b, cpu, _jsonable(_cpu_shared_details(details, gate_value, details.get("method", ""),
-                                                                    op_types)), _jsonable(eval_info))
+        register_cpu_variant(b, cpu, plain_json(_cpu_shared_details(details, gate_value, details.get("method", ""),
+                                                                    op_types)), plain_json(eval_info))
         cpu.twins = register_cpu_twins(b, evaluator.eval_set.inputs)
     else:
         warnings.append(f"{CPU_PRECISION} agrees with FP32 on {100 * (cpu.accuracy.agreement or 0):.3f}% of pixels, "
@@ -432,8 +431,8 @@ def _cpu_only(b: Bundle, prepared, ranges, calibration, evaluator, plan, eval_se
         calibration.update({"ranges_file": RANGES_FILE, "ranges_sha256": sha256_file(ranges_path),
                             "eval": plan.to_dict()})
         b.update(b.manifest.replace(calibration=calibration))
-    result.artifact = register_cpu_variant(b, cpu, _jsonable(_cpu_shared_details(details, gate_value, method, op_types)),
-                                           _jsonable(eval_info))
+    result.artifact = register_cpu_variant(b, cpu, plain_json(_cpu_shared_details(details, gate_value, method, op_types)),
+                                           plain_json(eval_info))
     cpu.twins = register_cpu_twins(b, evaluator.eval_set.inputs)  # registered: passed, or --no-gate
     result.seconds = time.perf_counter() - t0
     return result
@@ -446,17 +445,6 @@ def gate_hint(precision: str) -> str:
                 "frames, or accept it explicitly with --no-gate")
     return ("try --method entropy or percentile, a larger --max-fallback, more varied --calib frames, "
             "or accept it explicitly with --no-gate")
-
-
-def _jsonable(obj):
-    """Plain JSON types (numpy scalars and tuples appear in the details)."""
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj
 
 
 __all__ = ["QuantizeReport", "quantize_bundle", "DEFAULT_KEEP_FP32_OPS"]

@@ -45,7 +45,7 @@ from segrt.calibration.sensitivity import sensitivity_fallback
 from segrt.errors import AccuracyGateError, ConfigError
 from segrt.runtime.bundle import Bundle, onnx_filename
 from segrt.runtime.fsutil import atomic_path, sha256_file
-from segrt.runtime.manifest import Artifact
+from segrt.runtime.manifest import Artifact, plain_json
 from segrt.runtime.redact import redact
 
 MIN_REFERENCE_DETECTIONS = 10  # FP32 detections over all held-out frames, for a match rate to mean anything
@@ -238,7 +238,7 @@ def quantize_instance_bundle(b: Bundle, precision: str, *, calib: str | None = N
     with atomic_path(target) as tmp:
         onnx.save(artifact_model, str(tmp))
     art = Artifact(precision=precision, path=target.name, sha256=sha256_file(target),
-                   accuracy=_plain(report.to_manifest()), details=_plain(report.details))
+                   accuracy=plain_json(report.to_manifest()), details=plain_json(report.details))
     b.update(m.with_artifact(art))
     report.artifact = art
     report.seconds = time.perf_counter() - t0
@@ -277,13 +277,3 @@ def _builder(precision: str, fp32_model: onnx.ModelProto, b: Bundle, plan: Split
 
 
 INT8_OPS = ("Conv",)  # Q/DQ on the convolutions only: RoiAlign, NMS, TopK and box decoding stay FP32
-
-
-def _plain(obj):
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj

@@ -7,8 +7,11 @@ output kind, classes) and never from CLI defaults. Each dataclass has a
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
+
+import numpy as np
 
 from segrt.errors import ManifestError
 from segrt.runtime.redact import redacted_tree
@@ -402,6 +405,21 @@ class Manifest:
             )
         except (TypeError, ValueError, IndexError, KeyError) as exc:
             raise ManifestError(f"manifest: malformed field ({exc})") from exc
+
+
+def plain_json(obj: Any, *, nonfinite_as_none: bool = False) -> Any:
+    """``obj`` in plain JSON types: Mappings as dicts with str keys, tuples as lists, numpy scalars
+    as Python numbers (accuracy reports and artifact details hold all three); with
+    ``nonfinite_as_none``, NaN and infinities as None (strict JSON for other tools)."""
+    if isinstance(obj, Mapping):
+        return {str(k): plain_json(v, nonfinite_as_none=nonfinite_as_none) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain_json(v, nonfinite_as_none=nonfinite_as_none) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if nonfinite_as_none and isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
 
 
 def default_palette(n: int) -> tuple[tuple[int, int, int], ...]:

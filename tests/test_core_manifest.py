@@ -110,3 +110,21 @@ def test_bundle_checksum_and_missing_precision(tmp_path):
     with pytest.raises(BundleError, match="checksum"):
         b.onnx_path("fp32", verify=True)
     assert Bundle.open(b.path / "segrt.json").manifest == b.manifest
+
+
+def test_plain_json_turns_numpy_scalars_tuples_and_mappings_into_json_types():
+    import json
+    import math
+    import types
+
+    import numpy as np
+
+    from segrt.runtime.manifest import plain_json
+
+    data = types.MappingProxyType({1: (np.float32(0.5), np.int64(3)), "x": [np.bool_(True), float("nan")]})
+    out = plain_json(data)
+    assert out == {"1": [0.5, 3], "x": [True, out["x"][1]]} and math.isnan(out["x"][1])
+    assert type(out["1"][1]) is int and type(out["x"][0]) is bool
+    strict = plain_json(data, nonfinite_as_none=True)
+    assert strict["x"][1] is None
+    json.dumps(strict, allow_nan=False)  # strict JSON: raises on NaN

@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-import numpy as np
 
 from segrt.errors import ConfigError
+from segrt.runtime.manifest import plain_json
 from segrt.runtime.stats import LatencyStats
 from segrt.tools.bench.stats import MIN_SAMPLES, StageResult
 
@@ -87,8 +86,8 @@ class BenchRow:
             "stages": {k: v.to_dict() for k, v in self.stages.items()},
             "throughput_fps": self.throughput_fps,
             "e2e": self.e2e.to_dict() if self.e2e else None,
-            "accuracy": _jsonable(self.accuracy) if self.accuracy is not None else None,
-            "backend_info": _jsonable(self.backend_info),
+            "accuracy": plain_json(self.accuracy, nonfinite_as_none=True) if self.accuracy is not None else None,
+            "backend_info": plain_json(self.backend_info, nonfinite_as_none=True),
         }
 
     @classmethod
@@ -161,23 +160,12 @@ class BenchResult:
         return tuple(r for r in self.rows if r.ok)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema": JSON_SCHEMA, "wall_s": self.wall_s, "settings": _jsonable(self.settings),
-                "environment": _jsonable(self.environment), "rows": [r.to_dict() for r in self.rows]}
+        return {"schema": JSON_SCHEMA, "wall_s": self.wall_s,
+                "settings": plain_json(self.settings, nonfinite_as_none=True),
+                "environment": plain_json(self.environment, nonfinite_as_none=True),
+                "rows": [r.to_dict() for r in self.rows]}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "BenchResult":
         return cls(tuple(BenchRow.from_dict(r) for r in d.get("rows", ())), d.get("environment") or {},
                    d.get("settings") or {}, float(d.get("wall_s", 0.0)))
-
-
-def _jsonable(obj: Any) -> Any:
-    """Plain JSON types from numpy scalars, tuples and Mappings (manifest accuracy reports hold all three)."""
-    if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
