@@ -25,6 +25,7 @@ other than drawing (measured). The picture does not depend on the number of thre
 """
 from __future__ import annotations
 
+import functools
 from typing import Iterator, Mapping, Sequence
 
 import cv2
@@ -215,7 +216,7 @@ class InstancePainter:
             k = max(3, 2 * thickness - 1)
             a, z = max(y0, r0 - k // 2), min(y1, r1 + k // 2)
             halo = self._edges[b][a:z, x0:x1]
-            cv2.morphologyEx(self._ids[a:z, x0:x1], cv2.MORPH_GRADIENT, np.ones((k, k), np.uint8), dst=halo)
+            cv2.morphologyEx(self._ids[a:z, x0:x1], cv2.MORPH_GRADIENT, _square(k), dst=halo)
             edge = halo[r0 - a:r1 - a]
             cv2.subtract(edge, background, dst=edge)  # outlines sit on the instance side of each boundary
         for canvas, on_frame in canvases:
@@ -278,6 +279,12 @@ class InstancePainter:
         cv2.putText(part, text, (left, th + 2), _FONT, font_scale, ink, thickness, cv2.LINE_AA)
         self._parts[key] = part
         return part
+
+
+@functools.lru_cache(maxsize=8)
+def _square(k: int) -> np.ndarray:
+    """The k x k structuring element of the outlines, made once per size (not per band and frame)."""
+    return np.ones((k, k), np.uint8)
 
 
 def _rows(band: tuple[int, int], rect: Rect) -> tuple[int, int]:
