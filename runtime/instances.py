@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 
 from segrt.errors import BackendError
-from segrt.runtime import parallel
+from segrt.runtime import kernels, parallel
 from segrt.runtime.preprocess import Letterbox
 
 INSTANCE_OUTPUTS = ("boxes", "labels", "scores", "masks", "num_detections")
@@ -124,7 +124,7 @@ def _paste_box(prob: np.ndarray, size: tuple[int, int], crop: tuple[int, int, in
                threshold: float) -> np.ndarray:
     """One mask: float32 ``prob`` resized (bilinear) to ``size`` (w, h) in this thread's scratch buffer,
     then its ``crop`` (row0, row1, col0, col1) compared with ``threshold`` straight into ``buf`` (flat
-    uint8, at least w x h) as 0/1. Returns the crop, a view of ``buf``.
+    uint8, at least the crop's size) as 0/1, row after row. Returns the crop, a view of ``buf``.
     """
     n = size[0] * size[1]
     scratch = getattr(_scratch, "buf", None)
@@ -132,7 +132,8 @@ def _paste_box(prob: np.ndarray, size: tuple[int, int], crop: tuple[int, int, in
         scratch = _scratch.buf = np.empty(max(n, 1 << 18), np.float32)
     resized = scratch[:n].reshape(size[1], size[0])
     cv2.resize(prob, size, dst=resized, interpolation=cv2.INTER_LINEAR)
-    out = buf[:n].reshape(size[1], size[0])[crop[0]:crop[1], crop[2]:crop[3]]
+    mh, mw = crop[1] - crop[0], crop[3] - crop[2]
+    out = buf[:mh * mw].reshape(mh, mw)
     np.greater_equal(resized[crop[0]:crop[1], crop[2]:crop[3]], threshold, out=out.view(bool))  # bool is 0/1 bytes
     return out
 
@@ -186,17 +187,31 @@ def instances_from_outputs(outputs: Mapping[str, np.ndarray], letterbox: Letterb
     kept = [g[3] for g in geometry]
     clipped = np.minimum(np.maximum(fb[kept], 0.0), np.array([fw, fh, fw, fh], np.float64))
     # Every mask of the frame lives in one buffer (one allocation, not one per instance); each
-    # instance keeps a view of it.
-    ends = np.cumsum([size[0] * size[1] for _, size, _, _ in geometry]).tolist()
+    # instance keeps a view of it: the box's rows and columns inside the frame, row after row.
+    shapes = [(crop[1] - crop[0], crop[3] - crop[2]) for _, _, crop, _ in geometry]
+    ends = np.cumsum([mh * mw for mh, mw in shapes]).tolist()
     arena = np.empty(ends[-1], np.uint8)
     probs = np.ascontiguousarray(probs[kept], dtype=np.float32)
     threshold = float(mask_threshold)
-    jobs = [(probs[k], size, crop, arena[end - size[0] * size[1]:end])
-            for k, ((_, size, crop, _), end) in enumerate(zip(geometry, ends))]
+    workers = min(parallel.parts(), (ends[-1] + _MIN_PART_PIXELS - 1) // _MIN_PART_PIXELS)
+    chunks = min(len(geometry), 4 * workers) if workers > 1 else 1
+    if kernels.enabled():
+        areas = _paste_compiled(probs, geometry, ends, arena, threshold, chunks, workers)
+        masks = [arena[end - mh * mw:end].reshape(mh, mw) for (mh, mw), end in zip(shapes, ends)]
+    else:
+        masks, areas = _paste_opencv(probs, geometry, shapes, ends, arena, threshold, chunks, workers)
+    return [Instance(int(label), score, tuple(box), g[0], mask, mask_area=area)
+            for g, mask, area, box, label, score in zip(geometry, masks, areas, clipped.tolist(),
+                                                        labels[keep][kept].tolist(), scores[keep][kept].tolist())]
+
+
+def _paste_opencv(probs: np.ndarray, geometry: list[tuple], shapes: list[tuple[int, int]], ends: list[int],
+                  arena: np.ndarray, threshold: float, chunks: int, workers: int) -> tuple[list, list]:
+    """Masks (views of ``arena``) and their pixel counts, by ``cv2.resize`` and a threshold per box."""
+    jobs = [(probs[k], size, crop, arena[end - mh * mw:end])
+            for k, ((_, size, crop, _), (mh, mw), end) in enumerate(zip(geometry, shapes, ends))]
     masks: list = [None] * len(jobs)
     areas: list = [0] * len(jobs)
-    workers = min(parallel.parts(), (ends[-1] + _MIN_PART_PIXELS - 1) // _MIN_PART_PIXELS)
-    chunks = min(len(jobs), 4 * workers) if workers > 1 else 1
 
     def paste_chunk(chunk: int, _worker: int) -> None:  # every chunks-th mask: similar mixes of sizes
         for k in range(chunk, len(jobs), chunks):
@@ -204,6 +219,32 @@ def instances_from_outputs(outputs: Mapping[str, np.ndarray], letterbox: Letterb
             areas[k] = cv2.countNonZero(mask)  # counted while the mask is in cache
 
     parallel.run_chunks(paste_chunk, chunks, workers)
-    return [Instance(int(label), score, tuple(box), g[0], mask, mask_area=area)
-            for g, mask, area, box, label, score in zip(geometry, masks, areas, clipped.tolist(),
-                                                        labels[keep][kept].tolist(), scores[keep][kept].tolist())]
+    return masks, areas
+
+
+def _paste_compiled(probs: np.ndarray, geometry: list[tuple], ends: list[int], arena: np.ndarray,
+                    threshold: float, chunks: int, workers: int) -> list[int]:
+    """Pixel counts of the masks pasted into ``arena`` by :func:`segrt.runtime.kernels.paste_masks`."""
+    table = np.array([(size[0], size[1], *crop) for _, size, crop, _ in geometry], np.int64)
+    offsets = np.array(ends, np.int64) - (table[:, 3] - table[:, 2]) * (table[:, 5] - table[:, 4])
+    areas = np.empty(len(geometry), np.int64)
+    widest = int((table[:, 5] - table[:, 4]).max())
+    picks = np.arange(len(geometry), dtype=np.int64)
+    th = np.float32(threshold)
+
+    def paste_chunk(chunk: int, _worker: int) -> None:  # every chunks-th mask: similar mixes of sizes
+        rows, cols, weights = _kernel_scratch(probs.shape[1], widest)
+        kernels.paste_masks(probs, table, offsets, picks[chunk::chunks], th, arena, areas, rows, cols, weights)
+
+    parallel.run_chunks(paste_chunk, chunks, workers)
+    return areas.tolist()
+
+
+def _kernel_scratch(m: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """This thread's scratch for :func:`segrt.runtime.kernels.paste_masks`, grown as needed, kept across frames."""
+    scratch = getattr(_scratch, "kernel", None)
+    if scratch is None or scratch[0].shape[0] != m or scratch[1].shape[0] < width:
+        width = max(width, 2048)
+        scratch = _scratch.kernel = (np.empty((m, width), np.float32), np.empty(width, np.int64),
+                                     np.empty(width, np.float32))
+    return scratch

@@ -4,11 +4,22 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from segrt.runtime import kernels
 from segrt.runtime.instances import Instance, box_pixels, instances_from_outputs, paste_mask
 from segrt.runtime.manifest import InputSpec, Manifest, OutputSpec, PreprocessSpec, default_palette
 from segrt.runtime.preprocess import letterbox_for
 from segrt.runtime.render import Renderer
 
+
+@pytest.fixture(autouse=True, params=["compiled", "opencv"])
+def paste_and_draw_code(request, monkeypatch):
+    """Every test here runs on both implementations: numba's loops (segrt[fast]) and plain OpenCV."""
+    if request.param == "compiled":
+        if not kernels.enabled():
+            pytest.skip("numba is not installed (pip install 'segrt[fast]') or SEGRT_NO_JIT is set")
+    else:
+        monkeypatch.setattr(kernels, "enabled", lambda: False)
+    return request.param
 
 def test_full_mask_fills_exactly_the_box():
     origin, m = paste_mask(np.ones((28, 28), np.float32), (10.0, 20.0, 50.0, 44.0), (100, 80))
@@ -180,6 +191,16 @@ def test_the_more_confident_instance_is_painted_on_top_and_outlined():
     assert np.all(overlay[60:, :20] == 100)  # untouched frame outside every instance
 
 
+def _manifest(num_classes=91):
+    """An instance bundle's manifest with COCO's number of classes (names c1, c2, ...)."""
+    classes = ("__background__",) + tuple(f"c{i}" for i in range(1, num_classes))
+    return Manifest(name="mrcnn", classes=classes, palette=default_palette(num_classes),
+                    input=InputSpec(name="frame", height=320, width=480, layout="NHWC", dtype="uint8", fused=True),
+                    preprocess=PreprocessSpec(resize="letterbox"),
+                    output=OutputSpec(kind="instances", names=("boxes", "labels", "scores", "masks"),
+                                      num_classes=num_classes))
+
+
 def _crowded_scene(n=100, seed=3):
     """``n`` detections with varied masks at 1080p-like geometry (some boxes leave the frame or sit in the padding)."""
     rng = np.random.default_rng(seed)
@@ -342,3 +363,58 @@ def test_overlay_equals_a_numpy_reference_and_the_most_confident_instance_is_on_
         painter.draw(inst, painter.order(inst), frame, [(canvas, True)], 0.4, 2)
         assert np.abs(canvas.astype(np.int64) - want).max() <= 1
         assert np.array_equal(canvas[ids == 0], frame[ids == 0])
+
+
+def test_both_implementations_give_the_same_masks_counts_and_picture(paste_and_draw_code, monkeypatch):
+    """The compiled paste and drawing equal the OpenCV ones: masks and pixel counts exactly, the
+    rendered picture (fills, outlines, boxes, tags, legend) to the byte, on a crowded frame with
+    boxes hanging off every edge."""
+    if paste_and_draw_code == "opencv":
+        pytest.skip("compares the two implementations once")
+    lb = letterbox_for((1280, 720), (480, 320), "letterbox")
+    out = _crowded_scene(n=100, seed=11)
+    out["boxes"][:10] += np.array([-60, -40, -60, -40], np.float32)  # off the top-left
+    out["boxes"][10:20] += np.array([60, 40, 60, 40], np.float32)  # off the bottom-right
+    out["masks"] = _smooth_masks(100, np.random.default_rng(12))
+    frame = np.random.default_rng(3).integers(0, 256, (720, 1280, 3), dtype=np.uint8)
+    manifest = _manifest()
+
+    def paste_and_render():
+        inst = instances_from_outputs(out, lb, 0.5)
+        return inst, Renderer(manifest).render(frame, inst, lb).copy()
+
+    compiled, picture = paste_and_render()
+    monkeypatch.setattr(kernels, "enabled", lambda: False)
+    plain, want = paste_and_render()
+    assert len(compiled) == len(plain) > 50
+    for a, b in zip(compiled, plain):
+        assert a.origin == b.origin and a.mask.shape == b.mask.shape
+        assert np.array_equal(a.mask, b.mask)
+        assert a.area == b.area == int(np.count_nonzero(b.mask))
+    assert np.array_equal(picture, want)
+
+
+def test_compiled_box_outlines_equal_cv2_rectangle(paste_and_draw_code):
+    """kernels.box_outlines draws exactly the pixels of the nested one-pixel cv2.rectangle calls,
+    clipped to the canvas, for boxes inside, across and outside its edges and thin or empty nests."""
+    import cv2
+
+    if paste_and_draw_code == "opencv":
+        pytest.skip("tests the compiled kernel against OpenCV once")
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        h, w = (int(v) for v in rng.integers(1, 60, 2))
+        n = int(rng.integers(1, 8))
+        x0, y0 = rng.integers(-20, w + 5, n), rng.integers(-20, h + 5, n)
+        boxes = np.stack([x0, y0, x0 + rng.integers(0, 40, n), y0 + rng.integers(0, 40, n)], 1).astype(np.int64)
+        colours = rng.integers(0, 256, (n, 3)).astype(np.uint8)
+        thickness = int(rng.integers(1, 5))
+        got = rng.integers(0, 256, (h, w, 3)).astype(np.uint8)
+        want = got.copy()
+        kernels.box_outlines(got, boxes, colours, thickness)
+        for (bx0, by0, bx1, by1), colour in zip(boxes.tolist(), colours.tolist()):
+            for k in range(thickness):
+                if bx0 + k > bx1 - k or by0 + k > by1 - k:
+                    break
+                cv2.rectangle(want, (bx0 + k, by0 + k), (bx1 - k, by1 - k), tuple(colour), 1)
+        assert np.array_equal(got, want), (boxes.tolist(), thickness, (h, w))
