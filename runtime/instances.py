@@ -70,6 +70,58 @@ class Instance:
         return out
 
 
+@dataclass(frozen=True, eq=False)
+class InstanceColumns:
+    """The fields of a frame's instances as arrays, one row per instance in list order: what the
+    renderer reads, without a Python loop over the instances.
+
+    ``buffer`` and ``offsets`` are set when every mask is a row-major block of one 1-D uint8
+    buffer (as :func:`instances_from_outputs` pastes them): mask k starts at ``buffer[offsets[k]]``.
+    """
+
+    labels: np.ndarray  # (N,) int64
+    scores: np.ndarray  # (N,) float64
+    boxes: np.ndarray  # (N, 4) float64, xyxy in frame pixels
+    origins: np.ndarray  # (N, 2) int64, each mask's top-left frame pixel (x, y)
+    shapes: np.ndarray  # (N, 2) int64, each mask's (rows, columns)
+    areas: np.ndarray  # (N,) int64, each mask's pixels
+    buffer: np.ndarray | None = None
+    offsets: np.ndarray | None = None
+
+
+class InstanceList(list):
+    """A frame's instances, most confident first: a plain ``list`` of :class:`Instance`, which also
+    keeps their :class:`InstanceColumns` (see :func:`instance_columns`)."""
+
+    def __init__(self, items: Sequence[Instance], columns: InstanceColumns) -> None:
+        super().__init__(items)
+        self._columns = columns
+        self._items = tuple(items)
+
+    def recorded_columns(self) -> InstanceColumns | None:
+        """The columns made with the list, or None when its items have changed since."""
+        if len(self) != len(self._items) or any(a is not b for a, b in zip(self, self._items)):
+            return None
+        return self._columns
+
+
+def instance_columns(instances: Sequence[Instance]) -> InstanceColumns:
+    """The fields of ``instances`` as arrays: those recorded by the paste when the list is as it made
+    it, else gathered from each instance (then with no shared mask buffer)."""
+    if isinstance(instances, InstanceList):
+        columns = instances.recorded_columns()
+        if columns is not None:
+            return columns
+    n = len(instances)
+    return InstanceColumns(
+        labels=np.array([i.label for i in instances], np.int64).reshape(n),
+        scores=np.array([i.score for i in instances], np.float64).reshape(n),
+        boxes=np.array([i.box for i in instances], np.float64).reshape(n, 4),
+        origins=np.array([i.origin for i in instances], np.int64).reshape(n, 2),
+        shapes=np.array([i.mask.shape[:2] for i in instances], np.int64).reshape(n, 2),
+        areas=np.array([i.area for i in instances], np.int64).reshape(n))
+
+
 def box_pixels(box: Sequence[float]) -> tuple[int, int, int, int]:
     """The whole pixels a float xyxy box covers: columns x0..x1-1, rows y0..y1-1.
 
@@ -98,26 +150,26 @@ def paste_mask(prob: np.ndarray, box: Sequence[float], frame_size: tuple[int, in
         p = p[0]
     if p.ndim != 2:
         raise BackendError(f"instance mask has shape {np.shape(prob)}, expected (M,M) or (1,M,M)")
-    geometry = _paste_geometry(np.array([box_pixels(box)], np.int64), frame_size)
-    if not geometry:
+    table, _ = _paste_table(np.array([box_pixels(box)], np.int64), frame_size)
+    if not len(table):
         return None
-    origin, size, crop, _ = geometry[0]
-    return origin, _paste_box(p, size, crop, np.empty(size[0] * size[1], np.uint8), float(threshold))
+    x, y, w, h, r0, r1, c0, c1 = table[0].tolist()
+    return (x, y), _paste_box(p, (w, h), (r0, r1, c0, c1), np.empty(w * h, np.uint8), float(threshold))
 
 
-def _paste_geometry(pixels: np.ndarray, frame_size: tuple[int, int]) -> list[tuple]:
-    """Per row of ``pixels`` (N x 4 whole-pixel boxes, :func:`box_pixels`) that overlaps the frame:
-    ``(origin, (w, h), (row0, row1, col0, col1), index)``: the clipped top-left frame pixel, the
-    box's size and the box-local rows and columns inside the frame. All rows at once, in numpy.
+def _paste_table(pixels: np.ndarray, frame_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """For the rows of ``pixels`` (N x 4 whole-pixel boxes, :func:`box_pixels`) that overlap the
+    frame: an (M, 8) int64 table of x, y (the clipped top-left frame pixel), w, h (the box's
+    size), row0, row1, col0, col1 (the box-local rows and columns inside the frame), and the
+    indices of those rows. All rows at once, in numpy.
     """
     fw, fh = frame_size
     x0, y0, x1, y1 = pixels.T
     cx0, cy0 = np.maximum(x0, 0), np.maximum(y0, 0)
     cx1, cy1 = np.minimum(x1, fw), np.minimum(y1, fh)
     inside = np.flatnonzero((cx1 > cx0) & (cy1 > cy0))
-    cols = np.stack([cx0, cy0, x1 - x0, y1 - y0, cy0 - y0, cy1 - y0, cx0 - x0, cx1 - x0], 1)[inside].tolist()
-    return [((c[0], c[1]), (c[2], c[3]), (c[4], c[5], c[6], c[7]), i)
-            for c, i in zip(cols, inside.tolist())]
+    table = np.stack([cx0, cy0, x1 - x0, y1 - y0, cy0 - y0, cy1 - y0, cx0 - x0, cx1 - x0], 1)[inside]
+    return np.ascontiguousarray(table, np.int64), inside
 
 
 def _paste_box(prob: np.ndarray, size: tuple[int, int], crop: tuple[int, int, int, int], buf: np.ndarray,
@@ -140,8 +192,9 @@ def _paste_box(prob: np.ndarray, size: tuple[int, int], crop: tuple[int, int, in
 
 def instances_from_outputs(outputs: Mapping[str, np.ndarray], letterbox: Letterbox,
                            score_threshold: float = 0.5, *, mask_threshold: float = 0.5,
-                           names: Sequence[str] = INSTANCE_OUTPUTS) -> list[Instance]:
-    """Detections above ``score_threshold``, highest score first, with pasted masks in frame pixels.
+                           names: Sequence[str] = INSTANCE_OUTPUTS) -> InstanceList:
+    """Detections above ``score_threshold``, highest score first, with pasted masks in frame pixels
+    (a list of :class:`Instance` that also keeps their :class:`InstanceColumns`).
 
     ``names`` are the output tensor names (the manifest's ``output.names``): boxes, labels,
     scores, masks and, for static-shape graphs, num_detections (rows past it are padding).
@@ -171,7 +224,7 @@ def instances_from_outputs(outputs: Mapping[str, np.ndarray], letterbox: Letterb
     keep = np.flatnonzero(scores >= score_threshold)
     keep = keep[np.argsort(-scores[keep], kind="stable")]
     if not len(keep):
-        return []
+        return _instance_list([], _no_columns())
     probs = np.asarray(masks[keep])
     if probs.ndim == 4 and probs.shape[1] == 1:
         probs = probs[:, 0]
@@ -181,63 +234,78 @@ def instances_from_outputs(outputs: Mapping[str, np.ndarray], letterbox: Letterb
     fb = frame_boxes[keep].astype(np.float64)
     pixels = np.floor(fb + 0.5).astype(np.int64)
     pixels[:, 2:] = np.maximum(pixels[:, 2:], pixels[:, :2] + 1)
-    geometry = _paste_geometry(pixels, letterbox.frame_size)
-    if not geometry:
-        return []  # every box lies in the letterbox padding
-    kept = [g[3] for g in geometry]
-    clipped = np.minimum(np.maximum(fb[kept], 0.0), np.array([fw, fh, fw, fh], np.float64))
+    table, inside = _paste_table(pixels, letterbox.frame_size)
+    if not len(inside):
+        return _instance_list([], _no_columns())  # every box lies in the letterbox padding
+    clipped = np.minimum(np.maximum(fb[inside], 0.0), np.array([fw, fh, fw, fh], np.float64))
     # Every mask of the frame lives in one buffer (one allocation, not one per instance); each
     # instance keeps a view of it: the box's rows and columns inside the frame, row after row.
-    shapes = [(crop[1] - crop[0], crop[3] - crop[2]) for _, _, crop, _ in geometry]
-    ends = np.cumsum([mh * mw for mh, mw in shapes]).tolist()
-    arena = np.empty(ends[-1], np.uint8)
-    probs = np.ascontiguousarray(probs[kept], dtype=np.float32)
+    shapes = np.stack([table[:, 5] - table[:, 4], table[:, 7] - table[:, 6]], 1)
+    sizes = shapes[:, 0] * shapes[:, 1]
+    ends = np.cumsum(sizes)
+    offsets = ends - sizes
+    arena = np.empty(int(ends[-1]), np.uint8)
+    probs = np.ascontiguousarray(probs[inside], dtype=np.float32)
     threshold = float(mask_threshold)
-    workers = min(parallel.parts(), (ends[-1] + _MIN_PART_PIXELS - 1) // _MIN_PART_PIXELS)
-    chunks = min(len(geometry), 4 * workers) if workers > 1 else 1
+    workers = min(parallel.parts(), (int(ends[-1]) + _MIN_PART_PIXELS - 1) // _MIN_PART_PIXELS)
+    chunks = min(len(inside), 4 * workers) if workers > 1 else 1
     if kernels.enabled():
-        areas = _paste_compiled(probs, geometry, ends, arena, threshold, chunks, workers)
-        masks = [arena[end - mh * mw:end].reshape(mh, mw) for (mh, mw), end in zip(shapes, ends)]
+        areas = _paste_compiled(probs, table, offsets, arena, threshold, chunks, workers)
     else:
-        masks, areas = _paste_opencv(probs, geometry, shapes, ends, arena, threshold, chunks, workers)
-    return [Instance(int(label), score, tuple(box), g[0], mask, mask_area=area)
-            for g, mask, area, box, label, score in zip(geometry, masks, areas, clipped.tolist(),
-                                                        labels[keep][kept].tolist(), scores[keep][kept].tolist())]
+        areas = _paste_opencv(probs, table, offsets, arena, threshold, chunks, workers)
+    masks = [arena[o:o + mh * mw].reshape(mh, mw) for o, (mh, mw) in zip(offsets.tolist(), shapes.tolist())]
+    columns = InstanceColumns(labels=labels[keep][inside].astype(np.int64), scores=scores[keep][inside].astype(np.float64),
+                              boxes=clipped, origins=np.ascontiguousarray(table[:, :2]), shapes=shapes, areas=areas,
+                              buffer=arena, offsets=offsets)
+    return _instance_list(masks, columns)
 
 
-def _paste_opencv(probs: np.ndarray, geometry: list[tuple], shapes: list[tuple[int, int]], ends: list[int],
-                  arena: np.ndarray, threshold: float, chunks: int, workers: int) -> tuple[list, list]:
-    """Masks (views of ``arena``) and their pixel counts, by ``cv2.resize`` and a threshold per box."""
-    jobs = [(probs[k], size, crop, arena[end - mh * mw:end])
-            for k, ((_, size, crop, _), (mh, mw), end) in enumerate(zip(geometry, shapes, ends))]
-    masks: list = [None] * len(jobs)
-    areas: list = [0] * len(jobs)
+def _instance_list(masks: list[np.ndarray], columns: InstanceColumns) -> InstanceList:
+    """The :class:`Instance` objects of ``columns`` (their masks given), as an :class:`InstanceList`."""
+    items = [Instance(label, score, tuple(box), (x, y), mask, mask_area=area)
+             for label, score, box, (x, y), mask, area in zip(
+                 columns.labels.tolist(), columns.scores.tolist(), columns.boxes.tolist(),
+                 columns.origins.tolist(), masks, columns.areas.tolist())]
+    return InstanceList(items, columns)
+
+
+def _no_columns() -> InstanceColumns:
+    """The columns of no instances."""
+    empty = np.zeros(0, np.int64)
+    return InstanceColumns(labels=empty, scores=np.zeros(0), boxes=np.zeros((0, 4)), origins=np.zeros((0, 2), np.int64),
+                           shapes=np.zeros((0, 2), np.int64), areas=empty)
+
+
+def _paste_opencv(probs: np.ndarray, table: np.ndarray, offsets: np.ndarray, arena: np.ndarray,
+                  threshold: float, chunks: int, workers: int) -> np.ndarray:
+    """Pixel counts of the masks pasted into ``arena`` by ``cv2.resize`` and a threshold per box."""
+    jobs = [(probs[k], (w, h), (r0, r1, c0, c1), arena[o:o + (r1 - r0) * (c1 - c0)])
+            for k, ((_, _, w, h, r0, r1, c0, c1), o) in enumerate(zip(table.tolist(), offsets.tolist()))]
+    areas = np.zeros(len(jobs), np.int64)
 
     def paste_chunk(chunk: int, _worker: int) -> None:  # every chunks-th mask: similar mixes of sizes
         for k in range(chunk, len(jobs), chunks):
-            mask = masks[k] = _paste_box(*jobs[k], threshold)
-            areas[k] = cv2.countNonZero(mask)  # counted while the mask is in cache
+            areas[k] = cv2.countNonZero(_paste_box(*jobs[k], threshold))  # counted while the mask is in cache
 
     parallel.run_chunks(paste_chunk, chunks, workers)
-    return masks, areas
+    return areas
 
 
-def _paste_compiled(probs: np.ndarray, geometry: list[tuple], ends: list[int], arena: np.ndarray,
-                    threshold: float, chunks: int, workers: int) -> list[int]:
+def _paste_compiled(probs: np.ndarray, table: np.ndarray, offsets: np.ndarray, arena: np.ndarray,
+                    threshold: float, chunks: int, workers: int) -> np.ndarray:
     """Pixel counts of the masks pasted into ``arena`` by :func:`segrt.runtime.kernels.paste_masks`."""
-    table = np.array([(size[0], size[1], *crop) for _, size, crop, _ in geometry], np.int64)
-    offsets = np.array(ends, np.int64) - (table[:, 3] - table[:, 2]) * (table[:, 5] - table[:, 4])
-    areas = np.empty(len(geometry), np.int64)
-    widest = int((table[:, 5] - table[:, 4]).max())
-    picks = np.arange(len(geometry), dtype=np.int64)
+    geometry = np.ascontiguousarray(table[:, 2:])
+    areas = np.empty(len(table), np.int64)
+    widest = int((table[:, 7] - table[:, 6]).max())
+    picks = np.arange(len(table), dtype=np.int64)
     th = np.float32(threshold)
 
     def paste_chunk(chunk: int, _worker: int) -> None:  # every chunks-th mask: similar mixes of sizes
         rows, cols, weights = _kernel_scratch(probs.shape[1], widest)
-        kernels.paste_masks(probs, table, offsets, picks[chunk::chunks], th, arena, areas, rows, cols, weights)
+        kernels.paste_masks(probs, geometry, offsets, picks[chunk::chunks], th, arena, areas, rows, cols, weights)
 
     parallel.run_chunks(paste_chunk, chunks, workers)
-    return areas.tolist()
+    return areas
 
 
 def _kernel_scratch(m: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

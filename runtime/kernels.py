@@ -112,43 +112,80 @@ def paste_masks(probs, geometry, offsets, picks, threshold, arena, areas, rows, 
 
 
 @_jit
-def paint_id(ids, mask, rank):
-    """``ids[i, j] = rank`` where ``mask[i, j]`` is nonzero (both 2-D, the same shape)."""
-    for i in range(mask.shape[0]):
-        row = ids[i]
-        m = mask[i]
-        for j in range(mask.shape[1]):
-            row[j] = rank if m[j] else row[j]
+def paint_ids(ids, buffer, table, row0, row1):
+    """Rows ``row0 .. row1 - 1`` of the id map ``ids`` (2-D uint8): each mask in ``table`` order
+    sets its rank where it is nonzero (later rows of ``table`` overwrite earlier ones).
+
+    ``table[t]`` = (offset, row stride, height, width, x, y, rank): mask t is ``height`` rows
+    of ``width`` bytes in ``buffer`` (1-D uint8) from ``offset``, placed with its top-left at
+    pixel (x, y) of ``ids`` (inside it). Bands of rows painted by different threads share
+    nothing.
+    """
+    for t in range(table.shape[0]):
+        offset, stride, mh, mw, x, y, rank = (table[t, 0], table[t, 1], table[t, 2], table[t, 3],
+                                              table[t, 4], table[t, 5], np.uint8(table[t, 6]))
+        for yy in range(max(y, row0), min(y + mh, row1)):
+            start = offset + (yy - y) * stride
+            src = buffer[start:start + mw]
+            dst = ids[yy, x:x + mw]
+            for j in range(mw):
+                dst[j] = rank if src[j] else dst[j]
 
 
 @_jit
-def box_outlines(canvas, boxes, colours, thickness):
-    """Each box's outline, ``thickness`` nested one-pixel rectangles inside it, clipped to ``canvas``.
+def box_outlines(canvas, boxes, colours, thickness, row0, row1):
+    """Each box's outline, ``thickness`` nested one-pixel rectangles inside it, clipped to ``canvas``
+    and to its rows ``row0 .. row1 - 1`` (bands drawn by different threads share nothing).
 
     ``boxes`` (N, 4) int64 are inclusive corners x0, y0, x1, y1 (x0 <= x1, y0 <= y1) and
     ``colours`` (N, 3) uint8, drawn in order (a later box over an earlier one): the pixels
     ``cv2.rectangle(canvas, (x0 + k, y0 + k), (x1 - k, y1 - k), colour, 1)`` draws for each k
-    while the rectangle is not empty.
+    while the rectangle is not empty, which are the box's pixels less than ``thickness`` from
+    its edge. Drawn row by row: whole rows near the top and bottom, two strips between.
     """
     h, w = canvas.shape[0], canvas.shape[1]
     for n in range(boxes.shape[0]):
         bx0, by0, bx1, by1 = boxes[n, 0], boxes[n, 1], boxes[n, 2], boxes[n, 3]
         b, g, r = colours[n, 0], colours[n, 1], colours[n, 2]
-        for k in range(thickness):
-            x0, y0, x1, y1 = bx0 + k, by0 + k, bx1 - k, by1 - k
-            if x0 > x1 or y0 > y1:
-                break
-            cx0, cx1 = max(x0, 0), min(x1, w - 1)
-            cy0, cy1 = max(y0, 0), min(y1, h - 1)
-            for y in (y0, y1):  # top and bottom rows
-                if 0 <= y < h:
-                    for x in range(cx0, cx1 + 1):
-                        canvas[y, x, 0] = b
-                        canvas[y, x, 1] = g
-                        canvas[y, x, 2] = r
-            for x in (x0, x1):  # left and right columns
-                if 0 <= x < w:
-                    for y in range(cy0, cy1 + 1):
-                        canvas[y, x, 0] = b
-                        canvas[y, x, 1] = g
-                        canvas[y, x, 2] = r
+        left, right = max(bx0, 0), min(bx1, w - 1)
+        inner_left, inner_right = min(bx0 + thickness - 1, right), max(bx1 - thickness + 1, left)
+        for y in range(max(by0, 0, row0), min(by1, h - 1, row1 - 1) + 1):
+            row = canvas[y]
+            if min(y - by0, by1 - y) < thickness:
+                spans = ((left, right + 1), (0, 0))
+            else:
+                spans = ((left, inner_left + 1), (max(inner_right, inner_left + 1), right + 1))
+            for start, stop in spans:
+                for x in range(start, stop):
+                    row[x, 0] = b
+                    row[x, 1] = g
+                    row[x, 2] = r
+
+
+@_jit
+def fill_weights(ids, edges, out, tint):
+    """Per pixel (2-D uint8, one shape): 0 where ``ids`` is 0 (no instance), 255 on an outline
+    (``edges`` nonzero), else ``tint`` (any other value): what :func:`blend_rows` does with it."""
+    for y in range(ids.shape[0]):
+        i = ids[y]
+        e = edges[y]
+        o = out[y]
+        for x in range(ids.shape[1]):
+            o[x] = np.uint8(0) if i[x] == 0 else (np.uint8(255) if e[x] != 0 else tint)
+
+
+@_jit
+def blend_rows(frame, colours, weights, out, alpha):
+    """Rows of interleaved bytes (2-D uint8, one shape): ``out`` is ``frame`` where ``weights`` is
+    0, ``colours`` where it is 255, else ``frame * (1 - alpha) + colours * alpha`` rounded to
+    the nearest (ties to even) as ``cv2.addWeighted`` computes it in float32 (bytes may differ
+    by one where its SIMD code fuses the multiply-add)."""
+    beta = np.float32(1.0) - alpha
+    for y in range(frame.shape[0]):
+        f = frame[y]
+        c = colours[y]
+        w = weights[y]
+        o = out[y]
+        for k in range(f.shape[0]):
+            tinted = np.uint8(np.rint(np.float32(f[k]) * beta + np.float32(c[k]) * alpha))
+            o[k] = f[k] if w[k] == 0 else (c[k] if w[k] == 255 else tinted)

@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 
 from segrt.errors import ConfigError
-from segrt.runtime.instances import Instance
+from segrt.runtime.instances import Instance, instance_columns
 from segrt.runtime.render_instances import InstancePainter
 from segrt.runtime.manifest import Manifest
 from segrt.runtime.preprocess import Letterbox
@@ -293,29 +293,29 @@ class Renderer:
 
     # -- instances -----------------------------------------------------------------------
     def _render_instances(self, frame: np.ndarray, instances: Sequence[Instance], left: np.ndarray,
-                          right: np.ndarray | None) -> list[tuple[np.ndarray, str, str]]:
+                          right: np.ndarray | None) -> list[tuple[tuple[int, int, int], str, str]]:
         h, w = frame.shape[:2]
         painter = self._painter
         canvases = [(left, self.view != "mask")]
         if right is not None:
             canvases.append((right, False))
-        order = painter.order(instances)
-        names = {j: self._name(instances[j].label) for j in order}
-        painter.draw(instances, order, frame, canvases, self.alpha, max(1, int(round(2 * self._scale))),
-                     names, (0.5 * self._scale, max(1, int(round(self._scale)))))
-        if not self.legend:
+        columns = instance_columns(instances)
+        order = painter.order(columns)
+        painter.draw(instances, columns, order, frame, canvases, self.alpha, max(1, int(round(2 * self._scale))),
+                     self._name, (0.5 * self._scale, max(1, int(round(self._scale)))))
+        if not self.legend or not len(order):
             return []
-        by_class: dict[int, list] = {}
-        covered: dict[int, int] = {}
-        for j in order:  # lowest score first: a class's legend swatch is its most confident instance's colour
-            inst = instances[j]
-            by_class.setdefault(inst.label, []).append(painter.colour(j))
-            covered[inst.label] = covered.get(inst.label, 0) + inst.area
+        # per class: instances, pixels covered, and the swatch: its most confident instance's colour
+        labels = columns.labels[order]
+        classes, first, which = np.unique(labels, return_index=True, return_inverse=True)
+        counts = np.bincount(which)
+        covered = np.bincount(which, weights=columns.areas[order])
+        last = np.zeros(len(classes), np.int64)
+        np.maximum.at(last, which, np.arange(len(order)))  # order is lowest score first
         entries = []
-        for label in sorted(by_class, key=lambda k: -covered[k]):  # largest share first
-            n = len(by_class[label])
-            share = f"{100.0 * covered[label] / (w * h):5.1f}%" if self.shares else ""
-            entries.append((by_class[label][-1], f"{self._name(label)} x{n}", share))
+        for c in np.lexsort((first, -covered)).tolist():  # largest share first, then first seen
+            share = f"{100.0 * covered[c] / (w * h):5.1f}%" if self.shares else ""
+            entries.append((painter.colour(int(order[last[c]])), f"{self._name(int(classes[c]))} x{counts[c]}", share))
         return entries
 
     # -- legend and stats ----------------------------------------------------------------
@@ -351,7 +351,7 @@ class Renderer:
 
     def _draw_legend(self, out: np.ndarray, entries: list[tuple[np.ndarray, str, str]]) -> None:
         """Paste the legend panel, top right; it is redrawn only when its text changes."""
-        key = tuple((tuple(int(v) for v in colour), name, share) for colour, name, share in entries)
+        key = tuple((tuple(map(int, colour)), name, share) for colour, name, share in entries)
         H, W = out.shape[:2]
         if key != self._legend_key or self._legend_img is None or self._legend_img.shape[0] > H:
             self._legend_key, self._legend_img = key, self._legend_panel(entries, H)

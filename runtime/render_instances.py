@@ -28,13 +28,13 @@ threads (tested). At most 255 instances are painted (the 255 most confident).
 from __future__ import annotations
 
 import functools
-from typing import Iterator, Mapping, Sequence
+from typing import Callable, Iterator, Sequence
 
 import cv2
 import numpy as np
 
 from segrt.runtime import kernels, parallel
-from segrt.runtime.instances import Instance
+from segrt.runtime.instances import Instance, InstanceColumns
 
 MAX_PAINTED = 255  # ids fit a uint8 map; 0 is "no instance"
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
@@ -79,7 +79,8 @@ class InstancePainter:
             self._ids = np.zeros((h, w), np.uint8)
             self._col = np.empty((h, w, 3), np.uint8)
             self._packed = np.empty((h, w), np.int32)  # colours as 4 bytes, before dropping the 4th
-            self._background = np.empty((h, w), np.uint8)
+            self._background = np.empty((h, w), np.uint8)  # background mask, or (compiled) blend weights
+            self._weights = np.empty((h, w, 3), np.uint8)  # (compiled) blend weights per byte
             self._plane = np.empty((h, w), np.uint8)  # rank fills
             # one per thread: outlines are computed over a band plus a halo of rows, which
             # neighbouring bands must not share
@@ -90,96 +91,103 @@ class InstancePainter:
         while len(self._edges) < bands:
             self._edges.append(np.empty((h, w), np.uint8))
 
-    def order(self, instances: Sequence[Instance]) -> list[int]:
+    def order(self, columns: InstanceColumns) -> np.ndarray:
         """Indices of the painted instances, lowest score first (the last one ends on top)."""
-        ranked = sorted(range(len(instances)), key=lambda k: instances[k].score)
-        return ranked[-MAX_PAINTED:]
+        return np.argsort(columns.scores, kind="stable")[-MAX_PAINTED:]
 
-    def colour(self, j: int) -> np.ndarray:
+    def colour(self, j: int) -> tuple[int, int, int]:
         """The colour of ``instances[j]`` (BGR)."""
-        return self.colours[j % len(self.colours)]
+        return self._colour_tuples[j % len(self.colours)]
 
-    def draw(self, instances: Sequence[Instance], order: Sequence[int], frame: np.ndarray,
+    def draw(self, instances: Sequence[Instance], columns: InstanceColumns, order: np.ndarray, frame: np.ndarray,
              canvases: Sequence[tuple[np.ndarray, bool]], alpha: float, thickness: int,
-             names: Mapping[int, str] | None = None, font: tuple[float, int] = (0.5, 1)) -> Rect | None:
+             name_of: Callable[[int], str] | None = None, font: tuple[float, int] = (0.5, 1)) -> Rect | None:
         """Draw ``instances[order]`` over the whole of each ``(canvas, on_frame)``; returns the filled rectangle.
 
+        ``columns`` are the instances' fields as arrays (:func:`~segrt.runtime.instances.instance_columns`).
         ``on_frame`` canvases get the frame, tinted under the masks; the others get solid
-        colours on black. With ``names`` (index -> class name), each instance also gets its
+        colours on black. With ``name_of`` (label -> class name), each instance also gets its
         box and a tag "name score" (``font`` = Hershey scale and thickness). Outlines and
         boxes are ``thickness`` pixels. The returned (x0, y0, x1, y1) bounds the fills and
         outlines (None: there were none).
         """
         h, w = frame.shape[:2]
-        lut = self._lut
-        masks = []  # (rank, x, y, mask) of each instance inside the frame
-        pixels = 0
-        x0, y0, x1, y1 = w, h, 0, 0
-        for rank, j in enumerate(order, start=1):
-            inst = instances[j]
-            x, y = inst.origin
-            mh, mw = inst.mask.shape
-            mh, mw = min(mh, h - y), min(mw, w - x)
-            if mh <= 0 or mw <= 0:
-                continue
-            masks.append((rank, x, y, inst.mask[:mh, :mw]))
-            pixels += mh * mw
-            x0, y0, x1, y1 = min(x0, x), min(y0, y), max(x1, x + mw), max(y1, y + mh)
-            lut[rank] = self._packed_colours[j % len(self.colours)]
+        order = np.asarray(order, np.int64)
+        ranks = np.arange(1, len(order) + 1)
+        self._lut[ranks] = self._packed_colours[order % len(self.colours)]
+        # each mask cut to the frame; those left empty are not painted
+        x, y = columns.origins[order].T
+        rows = np.minimum(columns.shapes[order, 0], h - y)
+        cols = np.minimum(columns.shapes[order, 1], w - x)
+        inside = np.flatnonzero((rows > 0) & (cols > 0))
         rect = None
-        if x1 > x0 and y1 > y0:  # outlines reach just past the masks
+        if len(inside):  # outlines reach just past the masks
+            x0, y0 = int(x[inside].min()), int(y[inside].min())
+            x1, y1 = int((x + cols)[inside].max()), int((y + rows)[inside].max())
             rect = max(0, x0 - thickness), max(0, y0 - thickness), min(w, x1 + thickness), min(h, y1 + thickness)
-        boxes = self._boxes(instances, order, names, font) if names is not None and order else None
+        boxes = self._boxes(columns, order, name_of, font) if name_of is not None and len(order) else None
         n = max(1, min(parallel.parts(), h * w // _MIN_BAND_PIXELS))
         self._ensure((w, h), n)
         if rect is not None:
-            self._paint_ids(masks, rect, max(1, min(n, pixels // _MIN_BAND_PIXELS)))
+            placed = np.stack([rows, cols, x, y, ranks], 1)[inside]  # (rows, cols, x, y, rank) per painted mask
+            pixels = int((placed[:, 0] * placed[:, 1]).sum())
+            self._paint_ids(instances, columns, order[inside], placed, rect, max(1, min(n, pixels // _MIN_BAND_PIXELS)))
         # bands of rows, claimed by whichever thread is free
         m = _CHUNKS_PER_THREAD * n if n > 1 else 1
         chunks = [(h * c // m, h * (c + 1) // m) for c in range(m)]
-        parallel.run_chunks(lambda c, b: self._fill_band(frame, canvases, alpha, thickness, rect, chunks[c], b), m, n)
+        # compiled, each band also gets its rows of the box outlines, over its fills
+        outlines = (boxes[0], self.colours[boxes[1]]) if boxes is not None and kernels.enabled() else None
+        parallel.run_chunks(lambda c, b: self._fill_band(frame, canvases, alpha, thickness, rect, chunks[c], b,
+                                                         outlines), m, n)
         if boxes is not None:  # on top of every fill
-            self._draw_boxes(canvases, thickness, boxes)
+            self._draw_boxes(canvases, thickness, boxes, outlines is None)
         if rect is not None:
             self._ids[rect[1]:rect[3], rect[0]:rect[2]] = 0  # ready for the next frame without a full clear
         return rect
 
-    def _paint_ids(self, masks: Sequence[tuple[int, int, int, np.ndarray]], rect: Rect, n: int) -> None:
-        """The id map: each mask (inside ``rect``) sets its rank.
+    def _paint_ids(self, instances: Sequence[Instance], columns: InstanceColumns, painted: np.ndarray,
+                   placed: np.ndarray, rect: Rect, n: int) -> None:
+        """The id map: each mask ``instances[painted[t]]``, cut to ``placed[t]`` = (rows, cols, x, y,
+        rank), sets its rank, in ascending rank (later ranks overwrite earlier ones).
 
-        Thread ``k`` of ``n`` paints every n-th mask, in ascending rank, into a map of its own;
-        the maps are merged by ``cv2.max``. Any split gives the same map, max(ids, rank * mask)
-        over all masks.
+        Compiled, with the masks in one buffer: one call per band of rows, bands claimed by
+        whichever thread is free. Otherwise thread ``k`` of ``n`` paints every n-th mask into a
+        map of its own, and the maps are merged by ``cv2.max``. Any split gives the same map,
+        max(ids, rank * mask) over all masks.
         """
+        x0, y0, x1, y1 = rect
+        if kernels.enabled() and columns.buffer is not None:
+            # offset, row stride (the mask's own width), rows and columns cut to the frame, x, y, rank
+            table = np.concatenate([columns.offsets[painted, None], columns.shapes[painted, 1:], placed], 1)
+            m = _CHUNKS_PER_THREAD * n if n > 1 else 1
+            bands = [(y0 + (y1 - y0) * c // m, y0 + (y1 - y0) * (c + 1) // m) for c in range(m)]
+            parallel.run_chunks(lambda c, _: kernels.paint_ids(self._ids, columns.buffer, table, *bands[c]), m, n)
+            return
         while len(self._spare_ids) < n - 1:
             self._spare_ids.append(np.zeros_like(self._ids))
             self._spare_planes.append(np.empty_like(self._plane))
         maps = [self._ids, *self._spare_ids[:n - 1]]
         planes = [self._plane, *self._spare_planes[:n - 1]]
-
-        compiled = kernels.enabled()
+        masks = [(instances[j].mask, *p) for j, p in zip(painted.tolist(), placed.tolist())]
 
         def paint(k: int) -> None:
             ids, plane = maps[k], planes[k]
-            for rank, x, y, mask in masks[k::n]:  # later (more confident) ranks overwrite earlier ones
-                mh, mw = mask.shape
-                if compiled:
-                    kernels.paint_id(ids[y:y + mh, x:x + mw], mask, rank)
-                    continue
+            for mask, mh, mw, x, y, rank in masks[k::n]:
                 rank_plane = plane[:mh, :mw]
                 rank_plane.fill(rank)
-                cv2.copyTo(rank_plane, mask, ids[y:y + mh, x:x + mw])
+                cv2.copyTo(rank_plane, mask[:mh, :mw], ids[y:y + mh, x:x + mw])
 
         parallel.run_parts(paint, n)
-        x0, y0, x1, y1 = rect
         merged = self._ids[y0:y1, x0:x1]
         for spare in maps[1:]:
             cv2.max(merged, spare[y0:y1, x0:x1], dst=merged)
             spare[y0:y1, x0:x1] = 0  # ready for the next frame
 
     def _fill_band(self, frame: np.ndarray, canvases: Sequence[tuple[np.ndarray, bool]], alpha: float,
-                   thickness: int, rect: Rect | None, band: tuple[int, int], b: int) -> None:
-        """Rows ``band`` of every canvas: frame or black, then fills and outlines (worker ``b``)."""
+                   thickness: int, rect: Rect | None, band: tuple[int, int], b: int,
+                   outlines: tuple[np.ndarray, np.ndarray] | None) -> None:
+        """Rows ``band`` of every canvas: frame or black, then fills and outlines (worker ``b``), then
+        with ``outlines`` (corners, colours) these rows of the box outlines (compiled)."""
         r0, r1 = band
         h, w = frame.shape[:2]
         for canvas, on_frame in canvases:  # what the masks do not cover: the frame, or black
@@ -194,17 +202,18 @@ class InstancePainter:
             a, z = _rows(band, rect)
             if z > a:
                 self._colour_rows(frame, canvases, alpha, thickness, rect, (a, z), b)
+        if outlines is not None:
+            for canvas, _ in canvases:
+                kernels.box_outlines(canvas, *outlines, thickness, r0, r1)
 
     def _draw_boxes(self, canvases: Sequence[tuple[np.ndarray, bool]], thickness: int,
-                    boxes: tuple[np.ndarray, np.ndarray, list]) -> None:
-        """Box outlines, lowest score first, then the tags over them, on every canvas."""
+                    boxes: tuple[np.ndarray, np.ndarray, list], outlines: bool) -> None:
+        """Box outlines (with ``outlines``; else they are drawn), lowest score first, then the tags
+        over them, on every canvas."""
         corners, colour_index, tags = boxes
-        colours = self.colours[colour_index]
         for canvas, _ in canvases:
             h, w = canvas.shape[:2]
-            if kernels.enabled():
-                kernels.box_outlines(canvas, corners, colours, thickness)
-            else:
+            if outlines:
                 for (bx0, by0, bx1, by1), ci in zip(corners.tolist(), colour_index.tolist()):
                     for k in range(thickness):
                         if bx0 + k > bx1 - k or by0 + k > by1 - k:
@@ -227,10 +236,9 @@ class InstancePainter:
         packed = self._packed[r0:r1, x0:x1]
         cv2.LUT(sub_ids, self._lut, dst=packed)
         cv2.cvtColor(packed.view(np.uint8).reshape(r1 - r0, x1 - x0, 4), cv2.COLOR_BGRA2BGR, dst=col)
-        background = edge = None
+        background = edge = weights = None
+        compiled = kernels.enabled()
         if any(on_frame for _, on_frame in canvases):  # the mask view needs neither
-            background = self._background[r0:r1, x0:x1]
-            cv2.compare(sub_ids, 0, cv2.CMP_EQ, dst=background)
             # the gradient of these rows plus k // 2 either side (inside the rectangle), so that
             # the rows at the band's edges see their true neighbours
             k = max(3, 2 * thickness - 1)
@@ -238,27 +246,42 @@ class InstancePainter:
             halo = self._edges[b][a:z, x0:x1]
             cv2.morphologyEx(self._ids[a:z, x0:x1], cv2.MORPH_GRADIENT, _square(k), dst=halo)
             edge = halo[r0 - a:r1 - a]
-            cv2.subtract(edge, background, dst=edge)  # outlines sit on the instance side of each boundary
+            background = self._background[r0:r1, x0:x1]
+            if compiled:  # per pixel: frame, tint or outline, as one weight per byte
+                kernels.fill_weights(sub_ids, edge, background, np.uint8(128))
+                weights = self._weights[r0:r1, x0:x1]
+                cv2.cvtColor(background, cv2.COLOR_GRAY2BGR, dst=weights)
+            else:
+                cv2.compare(sub_ids, 0, cv2.CMP_EQ, dst=background)
+                cv2.subtract(edge, background, dst=edge)  # outlines sit on the instance side of each boundary
         for canvas, on_frame in canvases:
             out = canvas[r0:r1, x0:x1]
-            if on_frame:
-                src = frame[r0:r1, x0:x1]
-                cv2.addWeighted(src, 1.0 - alpha, col, alpha, 0.0, dst=out)
-                cv2.copyTo(src, background, out)
-                cv2.copyTo(col, edge, out)
-            else:
+            if not on_frame:
                 np.copyto(out, col)  # id 0 maps to black: the colour map is the mask view, outlines included
+                continue
+            src = frame[r0:r1, x0:x1]
+            rows = [_byte_rows(image) for image in (src, col, weights, out)] if compiled else [None]
+            if all(r is not None for r in rows):
+                kernels.blend_rows(*rows, np.float32(alpha))
+                continue
+            if compiled:  # a strided frame or canvas: the OpenCV calls need the mask and outlines as such
+                cv2.compare(sub_ids, 0, cv2.CMP_EQ, dst=background)
+                cv2.subtract(edge, background, dst=edge)
+            cv2.addWeighted(src, 1.0 - alpha, col, alpha, 0.0, dst=out)
+            cv2.copyTo(src, background, out)
+            cv2.copyTo(col, edge, out)
 
-    def _boxes(self, instances: Sequence[Instance], order: Sequence[int], names: Mapping[int, str],
+    def _boxes(self, columns: InstanceColumns, order: np.ndarray, name_of: Callable[[int], str],
                font: tuple[float, int]) -> tuple[np.ndarray, np.ndarray, list]:
         """Each box, lowest score first: inclusive corners (N x 4: x0, y0, x1, y1), colour indices
         (N) and (tag, tag's top-left x, y)."""
         tags, placed = self._tags, []
-        corners = np.rint([instances[j].box for j in order]).astype(np.int64)  # half to even, as round()
+        corners = np.rint(columns.boxes[order]).astype(np.int64)  # half to even, as round()
         corners[:, 2:] = np.maximum(corners[:, :2], corners[:, 2:] - 1)
-        colour_index = np.asarray(order, np.int64) % len(self.colours)
-        for j, ci, (bx0, by0) in zip(order, colour_index.tolist(), corners[:, :2].tolist()):
-            key = (names[j], f" {instances[j].score:.2f}", ci, font)
+        colour_index = order % len(self.colours)
+        for label, score, ci, bx0, by0 in zip(columns.labels[order].tolist(), columns.scores[order].tolist(),
+                                              colour_index.tolist(), corners[:, 0].tolist(), corners[:, 1].tolist()):
+            key = (name_of(label), f" {score:.2f}", ci, font)
             tag = tags.get(key)
             if tag is None:
                 tag = self._tag(key)
@@ -305,6 +328,15 @@ class InstancePainter:
 def _square(k: int) -> np.ndarray:
     """The k x k structuring element of the outlines, made once per size (not per band and frame)."""
     return np.ones((k, k), np.uint8)
+
+
+def _byte_rows(image: np.ndarray) -> np.ndarray | None:
+    """A (h, w, 3) uint8 image as (h, 3w) rows of bytes, the same memory; None when its rows are
+    not contiguous (a caller's strided ``out``)."""
+    h, w, c = image.shape
+    if image.strides[1:] != (c, 1):
+        return None
+    return np.lib.stride_tricks.as_strided(image, (h, w * c), (image.strides[0], 1))
 
 
 def _rows(band: tuple[int, int], rect: Rect) -> tuple[int, int]:

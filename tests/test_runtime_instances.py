@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from segrt.runtime import kernels
-from segrt.runtime.instances import Instance, box_pixels, instances_from_outputs, paste_mask
+from segrt.runtime.instances import Instance, box_pixels, instance_columns, instances_from_outputs, paste_mask
 from segrt.runtime.manifest import InputSpec, Manifest, OutputSpec, PreprocessSpec, default_palette
 from segrt.runtime.preprocess import letterbox_for
 from segrt.runtime.render import Renderer
@@ -238,7 +238,8 @@ def test_painted_ids_equal_the_max_of_rank_times_mask():
     inst = instances_from_outputs(_crowded_scene(seed=4), lb, 0.5)
     colours = np.random.default_rng(0).integers(1, 256, (23, 3)).astype(np.uint8)
     painter = InstancePainter(colours)
-    order = painter.order(inst)
+    columns = instance_columns(inst)
+    order = painter.order(columns).tolist()
     ids = np.zeros((720, 1280), np.int64)
     colour_of_rank = np.zeros((len(order) + 1, 3), np.uint8)
     for rank, j in enumerate(order, start=1):  # the documented rule, in plain numpy
@@ -249,7 +250,7 @@ def test_painted_ids_equal_the_max_of_rank_times_mask():
         colour_of_rank[rank] = colours[j % len(colours)]
     for _ in range(2):  # the second frame starts from a cleared id map
         canvas = np.zeros((720, 1280, 3), np.uint8)
-        painter.draw(inst, order, np.zeros_like(canvas), [(canvas, False)], 0.5, 2)
+        painter.draw(inst, columns, order, np.zeros_like(canvas), [(canvas, False)], 0.5, 2)
         # fills and outlines are both each pixel's own instance colour; background stays black
         assert np.array_equal(canvas, colour_of_rank[ids])
 
@@ -360,7 +361,8 @@ def test_overlay_equals_a_numpy_reference_and_the_most_confident_instance_is_on_
     assert outline.sum() > 1000 and (ids == 0).sum() > 1000  # outlines and uncovered frame both present
     for _ in range(2):  # the second frame starts from a cleared id map
         canvas = np.zeros_like(frame)
-        painter.draw(inst, painter.order(inst), frame, [(canvas, True)], 0.4, 2)
+        columns = instance_columns(inst)
+        painter.draw(inst, columns, painter.order(columns), frame, [(canvas, True)], 0.4, 2)
         assert np.abs(canvas.astype(np.int64) - want).max() <= 1
         assert np.array_equal(canvas[ids == 0], frame[ids == 0])
 
@@ -411,10 +413,32 @@ def test_compiled_box_outlines_equal_cv2_rectangle(paste_and_draw_code):
         thickness = int(rng.integers(1, 5))
         got = rng.integers(0, 256, (h, w, 3)).astype(np.uint8)
         want = got.copy()
-        kernels.box_outlines(got, boxes, colours, thickness)
+        band = sorted(int(v) for v in rng.integers(-3, h + 3, 2))
+        for row0, row1 in ((-5, band[0]), (band[0], band[1]), (band[1], h + 5)):  # three bands make the whole
+            kernels.box_outlines(got, boxes, colours, thickness, row0, row1)
         for (bx0, by0, bx1, by1), colour in zip(boxes.tolist(), colours.tolist()):
             for k in range(thickness):
                 if bx0 + k > bx1 - k or by0 + k > by1 - k:
                     break
                 cv2.rectangle(want, (bx0 + k, by0 + k), (bx1 - k, by1 - k), tuple(colour), 1)
         assert np.array_equal(got, want), (boxes.tolist(), thickness, (h, w))
+
+
+def test_instances_the_paste_did_not_make_draw_the_same(paste_and_draw_code):
+    """A plain list of the same instances (no recorded columns, no shared mask buffer) draws the same
+    picture; a list changed after the paste is drawn as it is now, not from its recorded columns."""
+    lb = letterbox_for((1280, 720), (480, 320), "letterbox")
+    out = _crowded_scene(n=60, seed=5)
+    inst = instances_from_outputs(out, lb, 0.5)
+    frame = np.random.default_rng(4).integers(0, 256, (720, 1280, 3), dtype=np.uint8)
+    renderer = Renderer(_manifest())
+    made = renderer.render(frame, inst, lb).copy()
+    assert inst.recorded_columns() is not None and instance_columns(inst).buffer is not None
+    plain = list(inst)
+    assert instance_columns(plain).buffer is None
+    assert np.array_equal(Renderer(_manifest()).render(frame, plain, lb), made)
+    dropped = inst.pop(0)  # the most confident instance goes
+    assert inst.recorded_columns() is None
+    assert np.array_equal(instance_columns(inst).labels, [i.label for i in plain[1:]])
+    assert np.array_equal(Renderer(_manifest()).render(frame, inst, lb), Renderer(_manifest()).render(frame, plain[1:], lb))
+    assert not np.array_equal(Renderer(_manifest()).render(frame, inst, lb), made)
