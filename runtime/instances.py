@@ -75,8 +75,8 @@ class InstanceColumns:
     """The fields of a frame's instances as arrays, one row per instance in list order: what the
     renderer reads, without a Python loop over the instances.
 
-    ``buffer`` and ``offsets`` are set when every mask is a row-major block of one 1-D uint8
-    buffer (as :func:`instances_from_outputs` pastes them): mask k starts at ``buffer[offsets[k]]``.
+    ``id_map``, made by the compiled paste on the way, is the frame's instance map: each pixel
+    holds k + 1 for the most confident instance k (of the first 255) whose mask covers it, else 0.
     """
 
     labels: np.ndarray  # (N,) int64
@@ -85,8 +85,7 @@ class InstanceColumns:
     origins: np.ndarray  # (N, 2) int64, each mask's top-left frame pixel (x, y)
     shapes: np.ndarray  # (N, 2) int64, each mask's (rows, columns)
     areas: np.ndarray  # (N,) int64, each mask's pixels
-    buffer: np.ndarray | None = None
-    offsets: np.ndarray | None = None
+    id_map: np.ndarray | None = None  # (h, w) uint8 of the frame: k + 1 where instance k (k < 255) is on top
 
 
 class InstanceList(list):
@@ -107,7 +106,7 @@ class InstanceList(list):
 
 def instance_columns(instances: Sequence[Instance]) -> InstanceColumns:
     """The fields of ``instances`` as arrays: those recorded by the paste when the list is as it made
-    it, else gathered from each instance (then with no shared mask buffer)."""
+    it, else gathered from each instance (then with no instance map)."""
     if isinstance(instances, InstanceList):
         columns = instances.recorded_columns()
         if columns is not None:
@@ -248,15 +247,16 @@ def instances_from_outputs(outputs: Mapping[str, np.ndarray], letterbox: Letterb
     probs = np.ascontiguousarray(probs[inside], dtype=np.float32)
     threshold = float(mask_threshold)
     workers = min(parallel.parts(), (int(ends[-1]) + _MIN_PART_PIXELS - 1) // _MIN_PART_PIXELS)
-    chunks = min(len(inside), 4 * workers) if workers > 1 else 1
+    id_map = None
     if kernels.enabled():
-        areas = _paste_compiled(probs, table, offsets, arena, threshold, chunks, workers)
+        areas, id_map = _paste_compiled(probs, table, offsets, arena, threshold, letterbox.frame_size, workers)
     else:
+        chunks = min(len(inside), 4 * workers) if workers > 1 else 1
         areas = _paste_opencv(probs, table, offsets, arena, threshold, chunks, workers)
     masks = [arena[o:o + mh * mw].reshape(mh, mw) for o, (mh, mw) in zip(offsets.tolist(), shapes.tolist())]
     columns = InstanceColumns(labels=labels[keep][inside].astype(np.int64), scores=scores[keep][inside].astype(np.float64),
                               boxes=clipped, origins=np.ascontiguousarray(table[:, :2]), shapes=shapes, areas=areas,
-                              buffer=arena, offsets=offsets)
+                              id_map=id_map)
     return _instance_list(masks, columns)
 
 
@@ -292,20 +292,29 @@ def _paste_opencv(probs: np.ndarray, table: np.ndarray, offsets: np.ndarray, are
 
 
 def _paste_compiled(probs: np.ndarray, table: np.ndarray, offsets: np.ndarray, arena: np.ndarray,
-                    threshold: float, chunks: int, workers: int) -> np.ndarray:
-    """Pixel counts of the masks pasted into ``arena`` by :func:`segrt.runtime.kernels.paste_masks`."""
-    geometry = np.ascontiguousarray(table[:, 2:])
-    areas = np.empty(len(table), np.int64)
+                    threshold: float, frame_size: tuple[int, int], workers: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel counts of the masks pasted into ``arena`` by :func:`segrt.runtime.kernels.paste_masks`, and
+    the frame's id map (k + 1 where instance k, of the first 255, is the most confident there).
+
+    The work is split by bands of frame rows (claimed by whichever thread is free), so that the
+    threads write disjoint rows of the id map.
+    """
+    fw, fh = frame_size
+    ids = np.zeros((fh, fw), np.uint8)
+    y0, y1 = int(table[:, 1].min()), int((table[:, 1] + table[:, 5] - table[:, 4]).max())
+    chunks = 4 * workers if workers > 1 else 1
+    bands = [np.array([y0 + (y1 - y0) * c // chunks, y0 + (y1 - y0) * (c + 1) // chunks], np.int64)
+             for c in range(chunks)]
+    areas = np.zeros((chunks, len(table)), np.int64)  # each band's counts, summed below
     widest = int((table[:, 7] - table[:, 6]).max())
-    picks = np.arange(len(table), dtype=np.int64)
     th = np.float32(threshold)
 
-    def paste_chunk(chunk: int, _worker: int) -> None:  # every chunks-th mask: similar mixes of sizes
+    def paste_band(chunk: int, _worker: int) -> None:
         rows, cols, weights = _kernel_scratch(probs.shape[1], widest)
-        kernels.paste_masks(probs, geometry, offsets, picks[chunk::chunks], th, arena, areas, rows, cols, weights)
+        kernels.paste_masks(probs, table, offsets, th, arena, areas[chunk], rows, cols, weights, ids, bands[chunk])
 
-    parallel.run_chunks(paste_chunk, chunks, workers)
-    return areas
+    parallel.run_chunks(paste_band, chunks, workers)
+    return areas.sum(0), ids
 
 
 def _kernel_scratch(m: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

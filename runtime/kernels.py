@@ -41,28 +41,35 @@ def _jit(fn):
 
 
 @_jit
-def paste_masks(probs, geometry, offsets, picks, threshold, arena, areas, rows, cols, weights):
-    """Paste masks ``picks`` (indices into ``probs`` (K, M, N) float32) into ``arena`` (flat uint8).
+def paste_masks(probs, geometry, offsets, threshold, arena, areas, rows, cols, weights, ids, band):
+    """Paste the rows of every mask that fall in frame rows ``band`` (row0, row1) into ``arena``
+    (flat uint8), and paint them into the id map ``ids``.
 
-    ``geometry[k]`` = (w, h, row0, row1, col0, col1): box k's size in pixels and the rows and
-    columns of it that lie in the frame. Mask k's cropped pixels, 0/1, row-major with a row
-    length of col1 - col0, start at ``arena[offsets[k]]``; their count goes to ``areas[k]``.
-    ``rows`` (M, >= widest crop) float32 and ``cols`` (>= widest crop) int64, ``weights``
-    (>= widest crop) float32 are scratch. A pixel is set where the bilinear value is
-    ``>= threshold``.
+    ``probs`` (K, M, N) float32 are the low-resolution probabilities. ``geometry[k]`` = (x, y,
+    w, h, row0, row1, col0, col1): the clipped top-left frame pixel, box k's size in pixels and
+    the rows and columns of the box that lie in the frame. Mask k's cropped pixels, 0/1,
+    row-major with a row length of col1 - col0, start at ``arena[offsets[k]]``; a pixel is set
+    where the bilinear value (as ``cv2.resize(INTER_LINEAR)``: half-pixel centres, clamped at
+    the edges, across then down) is ``>= threshold``. This band's count of each mask's pixels is
+    added to ``areas[k]``. ``ids`` (frame-sized uint8, or 0 x 0 for none) gets k + 1 where mask
+    k is set, for k < 255, the lowest k on top (masks go from the last to the first). ``rows``
+    (M, >= widest crop) float32, ``cols`` (>= widest crop) int64 and ``weights`` (>= widest
+    crop) float32 are scratch. Bands of rows pasted by different threads share nothing.
     """
     m_rows = probs.shape[1]
     n_cols = probs.shape[2]
     one = np.float32(1.0)
-    for t in range(picks.shape[0]):
-        k = picks[t]
-        w, h = geometry[k, 0], geometry[k, 1]
-        r0, r1, c0, c1 = geometry[k, 2], geometry[k, 3], geometry[k, 4], geometry[k, 5]
+    paint = ids.shape[0] > 0
+    for k in range(probs.shape[0] - 1, -1, -1):
+        x, y, w, h = geometry[k, 0], geometry[k, 1], geometry[k, 2], geometry[k, 3]
+        r0, c0, c1 = geometry[k, 4], geometry[k, 6], geometry[k, 7]
+        first, last = max(band[0] - y, 0), min(band[1] - y, geometry[k, 5] - r0)  # mask rows in the band
+        if first >= last:
+            continue
         cw = c1 - c0
         sx = n_cols / w
         sy = m_rows / h
-        # each output column's left source column and weight (clamped at both edges)
-        for j in range(cw):
+        for j in range(cw):  # each output column's left source column and weight (clamped at both edges)
             fx = (j + c0 + 0.5) * sx - 0.5
             if fx < 0.0:
                 fx = 0.0
@@ -73,21 +80,24 @@ def paste_masks(probs, geometry, offsets, picks, threshold, arena, areas, rows, 
             else:
                 cols[j] = x0
                 weights[j] = np.float32(fx - x0)
+        # the source rows these output rows read, resized across (small, stays in cache)
+        top = min(int(max((r0 + first + 0.5) * sy - 0.5, 0.0)), m_rows - 1)
+        bottom = min(int(max((r0 + last - 0.5) * sy - 0.5, 0.0)) + 1, m_rows - 1)
         p = probs[k]
-        # the M source rows resized across: M x cw, small, stays in cache
-        last = n_cols - 1
-        for i in range(m_rows):
+        last_col = n_cols - 1
+        for i in range(top, bottom + 1):
             src = p[i]
             dst = rows[i]
             for j in range(cw):
                 x0 = cols[j]
-                x1 = x0 + 1 if x0 < last else x0
+                x1 = x0 + 1 if x0 < last_col else x0
                 wx = weights[j]
                 dst[j] = src[x0] * (one - wx) + src[x1] * wx
-        base = offsets[k]
         count = 0
-        for r in range(r0, r1):
-            fy = (r + 0.5) * sy - 0.5
+        painted = paint and k < 255
+        label = np.uint8(k + 1 if k < 255 else 0)
+        for i in range(first, last):
+            fy = (r0 + i + 0.5) * sy - 0.5
             if fy < 0.0:
                 fy = 0.0
             y0 = int(fy)
@@ -101,35 +111,19 @@ def paste_masks(probs, geometry, offsets, picks, threshold, arena, areas, rows, 
             a = rows[y0]
             b = rows[y1]
             wa = one - wy
-            out = arena[base + (r - r0) * cw: base + (r - r0 + 1) * cw]
+            start = offsets[k] + i * cw
+            out = arena[start:start + cw]
             for j in range(cw):
                 out[j] = np.uint8((a[j] * wa + b[j] * wy) >= threshold)
             c = 0
             for j in range(cw):
                 c += out[j]
             count += c
-        areas[k] = count
-
-
-@_jit
-def paint_ids(ids, buffer, table, row0, row1):
-    """Rows ``row0 .. row1 - 1`` of the id map ``ids`` (2-D uint8): each mask in ``table`` order
-    sets its rank where it is nonzero (later rows of ``table`` overwrite earlier ones).
-
-    ``table[t]`` = (offset, row stride, height, width, x, y, rank): mask t is ``height`` rows
-    of ``width`` bytes in ``buffer`` (1-D uint8) from ``offset``, placed with its top-left at
-    pixel (x, y) of ``ids`` (inside it). Bands of rows painted by different threads share
-    nothing.
-    """
-    for t in range(table.shape[0]):
-        offset, stride, mh, mw, x, y, rank = (table[t, 0], table[t, 1], table[t, 2], table[t, 3],
-                                              table[t, 4], table[t, 5], np.uint8(table[t, 6]))
-        for yy in range(max(y, row0), min(y + mh, row1)):
-            start = offset + (yy - y) * stride
-            src = buffer[start:start + mw]
-            dst = ids[yy, x:x + mw]
-            for j in range(mw):
-                dst[j] = rank if src[j] else dst[j]
+            if painted:
+                dst_ids = ids[y + i, x:x + cw]
+                for j in range(cw):
+                    dst_ids[j] = label if out[j] else dst_ids[j]
+        areas[k] += count
 
 
 @_jit

@@ -92,8 +92,9 @@ class InstancePainter:
             self._edges.append(np.empty((h, w), np.uint8))
 
     def order(self, columns: InstanceColumns) -> np.ndarray:
-        """Indices of the painted instances, lowest score first (the last one ends on top)."""
-        return np.argsort(columns.scores, kind="stable")[-MAX_PAINTED:]
+        """Indices of the painted instances (the 255 most confident), lowest score first: the last
+        one ends on top; of equal scores, the one first in the list."""
+        return np.argsort(-columns.scores, kind="stable")[:MAX_PAINTED][::-1]
 
     def colour(self, j: int) -> tuple[int, int, int]:
         """The colour of ``instances[j]`` (BGR)."""
@@ -114,7 +115,10 @@ class InstancePainter:
         h, w = frame.shape[:2]
         order = np.asarray(order, np.int64)
         ranks = np.arange(1, len(order) + 1)
-        self._lut[ranks] = self._packed_colours[order % len(self.colours)]
+        # the paste's instance map (id k + 1 for instance k, the top one) when it has one for this
+        # frame; else this painter's own map of ranks
+        ids = columns.id_map if columns.id_map is not None and columns.id_map.shape == (h, w) else None
+        self._lut[order + 1 if ids is not None else ranks] = self._packed_colours[order % len(self.colours)]
         # each mask cut to the frame; those left empty are not painted
         x, y = columns.origins[order].T
         rows = np.minimum(columns.shapes[order, 0], h - y)
@@ -128,7 +132,7 @@ class InstancePainter:
         boxes = self._boxes(columns, order, name_of, font) if name_of is not None and len(order) else None
         n = max(1, min(parallel.parts(), h * w // _MIN_BAND_PIXELS))
         self._ensure((w, h), n)
-        if rect is not None:
+        if ids is None and rect is not None:
             placed = np.stack([rows, cols, x, y, ranks], 1)[inside]  # (rows, cols, x, y, rank) per painted mask
             pixels = int((placed[:, 0] * placed[:, 1]).sum())
             self._paint_ids(instances, columns, order[inside], placed, rect, max(1, min(n, pixels // _MIN_BAND_PIXELS)))
@@ -137,11 +141,12 @@ class InstancePainter:
         chunks = [(h * c // m, h * (c + 1) // m) for c in range(m)]
         # compiled, each band also gets its rows of the box outlines, over its fills
         outlines = (boxes[0], self.colours[boxes[1]]) if boxes is not None and kernels.enabled() else None
-        parallel.run_chunks(lambda c, b: self._fill_band(frame, canvases, alpha, thickness, rect, chunks[c], b,
-                                                         outlines), m, n)
+        ids_map = self._ids if ids is None else ids
+        parallel.run_chunks(lambda c, b: self._fill_band(frame, ids_map, canvases, alpha, thickness, rect, chunks[c],
+                                                         b, outlines), m, n)
         if boxes is not None:  # on top of every fill
             self._draw_boxes(canvases, thickness, boxes, outlines is None)
-        if rect is not None:
+        if ids is None and rect is not None:
             self._ids[rect[1]:rect[3], rect[0]:rect[2]] = 0  # ready for the next frame without a full clear
         return rect
 
@@ -150,19 +155,11 @@ class InstancePainter:
         """The id map: each mask ``instances[painted[t]]``, cut to ``placed[t]`` = (rows, cols, x, y,
         rank), sets its rank, in ascending rank (later ranks overwrite earlier ones).
 
-        Compiled, with the masks in one buffer: one call per band of rows, bands claimed by
-        whichever thread is free. Otherwise thread ``k`` of ``n`` paints every n-th mask into a
-        map of its own, and the maps are merged by ``cv2.max``. Any split gives the same map,
-        max(ids, rank * mask) over all masks.
+        Thread ``k`` of ``n`` paints every n-th mask into a map of its own, and the maps are
+        merged by ``cv2.max``. Any split gives the same map, max(ids, rank * mask) over all masks.
+        (The compiled paste makes its own map on the way: :attr:`InstanceColumns.id_map`.)
         """
         x0, y0, x1, y1 = rect
-        if kernels.enabled() and columns.buffer is not None:
-            # offset, row stride (the mask's own width), rows and columns cut to the frame, x, y, rank
-            table = np.concatenate([columns.offsets[painted, None], columns.shapes[painted, 1:], placed], 1)
-            m = _CHUNKS_PER_THREAD * n if n > 1 else 1
-            bands = [(y0 + (y1 - y0) * c // m, y0 + (y1 - y0) * (c + 1) // m) for c in range(m)]
-            parallel.run_chunks(lambda c, _: kernels.paint_ids(self._ids, columns.buffer, table, *bands[c]), m, n)
-            return
         while len(self._spare_ids) < n - 1:
             self._spare_ids.append(np.zeros_like(self._ids))
             self._spare_planes.append(np.empty_like(self._plane))
@@ -183,7 +180,7 @@ class InstancePainter:
             cv2.max(merged, spare[y0:y1, x0:x1], dst=merged)
             spare[y0:y1, x0:x1] = 0  # ready for the next frame
 
-    def _fill_band(self, frame: np.ndarray, canvases: Sequence[tuple[np.ndarray, bool]], alpha: float,
+    def _fill_band(self, frame: np.ndarray, ids: np.ndarray, canvases: Sequence[tuple[np.ndarray, bool]], alpha: float,
                    thickness: int, rect: Rect | None, band: tuple[int, int], b: int,
                    outlines: tuple[np.ndarray, np.ndarray] | None) -> None:
         """Rows ``band`` of every canvas: frame or black, then fills and outlines (worker ``b``), then
@@ -201,7 +198,7 @@ class InstancePainter:
         if rect is not None:
             a, z = _rows(band, rect)
             if z > a:
-                self._colour_rows(frame, canvases, alpha, thickness, rect, (a, z), b)
+                self._colour_rows(frame, ids, canvases, alpha, thickness, rect, (a, z), b)
         if outlines is not None:
             for canvas, _ in canvases:
                 kernels.box_outlines(canvas, *outlines, thickness, r0, r1)
@@ -224,12 +221,12 @@ class InstancePainter:
                     th, tw = tag.shape[:2]
                     canvas[y_tag:y_tag + th, x_tag:x_tag + tw] = tag[:h - y_tag, :w - x_tag]
 
-    def _colour_rows(self, frame: np.ndarray, canvases: Sequence[tuple[np.ndarray, bool]], alpha: float,
+    def _colour_rows(self, frame: np.ndarray, ids: np.ndarray, canvases: Sequence[tuple[np.ndarray, bool]], alpha: float,
                      thickness: int, rect: Rect, rows: tuple[int, int], b: int) -> None:
-        """Rows ``rows`` of ``rect`` on every canvas, from the finished id map."""
+        """Rows ``rows`` of ``rect`` on every canvas, from the finished id map ``ids``."""
         x0, y0, x1, y1 = rect
         r0, r1 = rows
-        sub_ids = self._ids[r0:r1, x0:x1]
+        sub_ids = ids[r0:r1, x0:x1]
         col = self._col[r0:r1, x0:x1]
         # id -> colour: one 32-bit lookup per pixel, then the 4th byte dropped (half the cost of a
         # 3-channel lookup such as applyColorMap: 0.7 vs 1.24 ms for a 1080p frame on one core)
@@ -244,7 +241,7 @@ class InstancePainter:
             k = max(3, 2 * thickness - 1)
             a, z = max(y0, r0 - k // 2), min(y1, r1 + k // 2)
             halo = self._edges[b][a:z, x0:x1]
-            cv2.morphologyEx(self._ids[a:z, x0:x1], cv2.MORPH_GRADIENT, _square(k), dst=halo)
+            cv2.morphologyEx(ids[a:z, x0:x1], cv2.MORPH_GRADIENT, _square(k), dst=halo)
             edge = halo[r0 - a:r1 - a]
             background = self._background[r0:r1, x0:x1]
             if compiled:  # per pixel: frame, tint or outline, as one weight per byte

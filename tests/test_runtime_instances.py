@@ -425,7 +425,7 @@ def test_compiled_box_outlines_equal_cv2_rectangle(paste_and_draw_code):
 
 
 def test_instances_the_paste_did_not_make_draw_the_same(paste_and_draw_code):
-    """A plain list of the same instances (no recorded columns, no shared mask buffer) draws the same
+    """A plain list of the same instances (no recorded columns, no instance map) draws the same
     picture; a list changed after the paste is drawn as it is now, not from its recorded columns."""
     lb = letterbox_for((1280, 720), (480, 320), "letterbox")
     out = _crowded_scene(n=60, seed=5)
@@ -433,12 +433,50 @@ def test_instances_the_paste_did_not_make_draw_the_same(paste_and_draw_code):
     frame = np.random.default_rng(4).integers(0, 256, (720, 1280, 3), dtype=np.uint8)
     renderer = Renderer(_manifest())
     made = renderer.render(frame, inst, lb).copy()
-    assert inst.recorded_columns() is not None and instance_columns(inst).buffer is not None
+    assert inst.recorded_columns() is not None
+    assert (instance_columns(inst).id_map is not None) == (paste_and_draw_code == "compiled")
     plain = list(inst)
-    assert instance_columns(plain).buffer is None
+    assert instance_columns(plain).id_map is None
     assert np.array_equal(Renderer(_manifest()).render(frame, plain, lb), made)
     dropped = inst.pop(0)  # the most confident instance goes
     assert inst.recorded_columns() is None
     assert np.array_equal(instance_columns(inst).labels, [i.label for i in plain[1:]])
     assert np.array_equal(Renderer(_manifest()).render(frame, inst, lb), Renderer(_manifest()).render(frame, plain[1:], lb))
     assert not np.array_equal(Renderer(_manifest()).render(frame, inst, lb), made)
+
+
+def test_the_compiled_paste_records_which_instance_is_on_top_of_each_pixel(paste_and_draw_code):
+    """InstanceColumns.id_map: k + 1 for the most confident instance k whose mask covers the pixel
+    (the first in the list of equal scores), 0 where none does; only the first 255 are in it."""
+    if paste_and_draw_code == "opencv":
+        pytest.skip("only the compiled paste makes the map")
+    lb = letterbox_for((1280, 720), (480, 320), "letterbox")
+    out = _crowded_scene(n=300, seed=9)
+    out["scores"][:] = np.round(out["scores"], 1)  # many equal scores
+    inst = instances_from_outputs(out, lb, 0.3)
+    assert len(inst) > 255
+    want = np.zeros((720, 1280), np.int64)
+    for k in range(min(len(inst), 255) - 1, -1, -1):  # the last first, so the first ends on top
+        x, y = inst[k].origin
+        mh, mw = inst[k].mask.shape
+        region = want[y:y + mh, x:x + mw]
+        region[inst[k].mask > 0] = k + 1
+    got = instance_columns(inst).id_map
+    assert got.dtype == np.uint8 and got.shape == (720, 1280)
+    assert np.array_equal(got, want) and len(np.unique(got)) > 100
+
+
+def test_of_equal_scores_the_first_instance_is_drawn_on_top(paste_and_draw_code):
+    lb = letterbox_for((128, 128), (64, 64), "stretch")
+    prob = np.ones((2, 1, 28, 28), np.float32)
+    inst = instances_from_outputs(_outputs([[8, 8, 40, 40], [20, 20, 60, 60]], [0.8, 0.8], [1, 2], prob), lb)
+    frame = np.zeros((128, 128, 3), np.uint8)
+    colours = np.array([[255, 0, 0], [0, 0, 255]], np.uint8)
+    from segrt.runtime.render_instances import InstancePainter
+
+    painter = InstancePainter(colours)
+    columns = instance_columns(inst)
+    canvas = np.zeros_like(frame)
+    painter.draw(inst, columns, painter.order(columns), frame, [(canvas, False)], 0.5, 1)
+    assert inst[0].box[0] < inst[1].box[0]  # the stable order keeps the list's order
+    assert canvas[50, 50].tolist() == [255, 0, 0]  # where both masks are, the first instance's colour
