@@ -8,13 +8,19 @@ probability is resized to the box (bilinear, ``cv2.resize``) and thresholded at 
 torchvision's ``paste_masks_in_image`` defines it. A mask is kept box-local (``origin`` +
 a small array), not as a full-frame image per instance.
 
-Each box is resized (float) into a per-thread scratch buffer reused from frame to frame
-and thresholded straight into its mask; all masks of a frame share one buffer (one
-allocation per frame, not one per instance), pasted by the threads of
-:mod:`segrt.runtime.parallel`; each mask's pixel count is taken while it is in cache
-(``Instance.area``). 8-bit probabilities would paste about 15% faster but move the mask
-border by a pixel or two where a box is upscaled 20x or more (IoU 0.989 measured on a
-cropped tall box), so the float paste stays.
+All masks of a frame share one buffer (one allocation per frame, not one per instance), pasted
+by the threads of :mod:`segrt.runtime.parallel`, and each mask's pixel count is taken while it
+is in cache (``Instance.area``). With numba (``segrt[fast]``) one compiled loop per band of
+frame rows resizes, thresholds and counts each mask row in one pass (the arithmetic of
+``cv2.resize``; the same masks, tested) and records the frame's instance map on the way
+(:attr:`InstanceColumns.id_map`, which the renderer draws from); without it each box is
+resized into a per-thread float scratch buffer by ``cv2.resize`` and thresholded into its
+mask. 8-bit probabilities would move the mask border by a pixel or two where a box is
+upscaled 20x or more (IoU 0.989 measured on a cropped tall box), so the paste stays float.
+
+:func:`instances_from_outputs` returns an :class:`InstanceList`: a plain list of
+:class:`Instance` that also keeps their fields as arrays (:class:`InstanceColumns`), so that
+drawing and statistics need no Python loop over the instances.
 """
 from __future__ import annotations
 

@@ -1,29 +1,29 @@
-"""Instance fills, outlines, boxes and label tags, at a cost of one cheap pass per mask plus a few per frame.
+"""Instance fills, outlines, boxes and label tags, at a cost of a few passes per frame.
 
-Each instance's box-local 0/1 mask sets its rank in a frame-sized uint8 id map (rank =
-position in ascending score order, so the most confident instance is written last and wins
-where they overlap: the map equals ``max(ids, rank * mask)`` over the instances). Then, over
-the rectangle the masks cover only: one 32-bit LUT turns ids into colours, one
-``addWeighted`` tints the frame, background pixels are copied back, and a morphological
-gradient of the id map (nonzero where a neighbour has another id) marks the outlines,
-painted in each pixel's own instance colour. Pixels outside the rectangle are the frame
-(or black), copied once. Nothing frame-sized is allocated per frame.
+Everything is drawn from an id map of the frame (which instance is on top at each pixel, 0 for
+none). The compiled paste records one on the way (:attr:`InstanceColumns.id_map`, id k + 1 for
+instance k); otherwise each mask sets its rank in this painter's own map (rank = position in
+ascending score order, so the most confident instance is written last and wins where they
+overlap: the map equals ``max(ids, rank * mask)`` over the instances). Then, over the
+rectangle the masks cover only: a 32-bit LUT turns ids into colours, a morphological gradient
+of the map (nonzero where a neighbour has another id) marks the outlines, and each pixel
+becomes the frame (no instance), its instance's colour (outline) or the two blended. Compiled,
+that is one pass over per-byte weights; else ``addWeighted`` and two masked copies. Pixels
+outside the rectangle are the frame (or black), copied once. Nothing frame-sized is
+allocated per frame.
 
 Boxes are ``thickness`` nested one-pixel rectangles inside the box, drawn lowest score
 first; the label tags ("name 0.87") go over all of them. Tags are cached bitmaps, each name
 and score drawn once per colour: a tag costs a slice copy, not a text rasterisation.
 
-With numba (``segrt[fast]``, :mod:`segrt.runtime.kernels`) the id painting and the box
-outlines are compiled loops (a mask costs one vectorised pass, all boxes one call); without
-it they are ``cv2.copyTo`` through a rank-filled plane and ``cv2.rectangle`` calls. Both
-draw the same picture (tested to the byte).
-
-Threads (:mod:`segrt.runtime.parallel`; OpenCV calls and the compiled loops release the GIL):
-each paints every n-th mask into an id map of its own, merged by max; then the fills and
-outlines, a few long calls, go in bands of rows claimed by whichever thread is free
-(outlines read a row beyond their band, so they start once the whole id map is final).
-Boxes and tags stay on the calling thread. The picture does not depend on the number of
-threads (tested). At most 255 instances are painted (the 255 most confident).
+Both implementations (numba's loops, ``segrt[fast]``, :mod:`segrt.runtime.kernels`, and plain
+OpenCV) draw the same picture (tested to the byte). Threads (:mod:`segrt.runtime.parallel`;
+OpenCV calls and the compiled loops release the GIL): without an id map from the paste, each
+paints every n-th mask into a map of its own, merged by max; then the fills and outlines (and,
+compiled, the box outlines) go in bands of rows claimed by whichever thread is free (outlines
+read rows beyond their band, so they start once the whole id map is final). Tags stay on the
+calling thread. The picture does not depend on the number of threads (tested). At most 255
+instances are painted (the 255 most confident).
 """
 from __future__ import annotations
 
@@ -135,7 +135,7 @@ class InstancePainter:
         if ids is None and rect is not None:
             placed = np.stack([rows, cols, x, y, ranks], 1)[inside]  # (rows, cols, x, y, rank) per painted mask
             pixels = int((placed[:, 0] * placed[:, 1]).sum())
-            self._paint_ids(instances, columns, order[inside], placed, rect, max(1, min(n, pixels // _MIN_BAND_PIXELS)))
+            self._paint_ids(instances, order[inside], placed, rect, max(1, min(n, pixels // _MIN_BAND_PIXELS)))
         # bands of rows, claimed by whichever thread is free
         m = _CHUNKS_PER_THREAD * n if n > 1 else 1
         chunks = [(h * c // m, h * (c + 1) // m) for c in range(m)]
@@ -150,8 +150,8 @@ class InstancePainter:
             self._ids[rect[1]:rect[3], rect[0]:rect[2]] = 0  # ready for the next frame without a full clear
         return rect
 
-    def _paint_ids(self, instances: Sequence[Instance], columns: InstanceColumns, painted: np.ndarray,
-                   placed: np.ndarray, rect: Rect, n: int) -> None:
+    def _paint_ids(self, instances: Sequence[Instance], painted: np.ndarray, placed: np.ndarray, rect: Rect,
+                   n: int) -> None:
         """The id map: each mask ``instances[painted[t]]``, cut to ``placed[t]`` = (rows, cols, x, y,
         rank), sets its rank, in ascending rank (later ranks overwrite earlier ones).
 

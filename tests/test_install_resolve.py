@@ -117,3 +117,12 @@ def test_no_extra_mixes_cuda_majors():
     for name, reqs in extras.items():
         majors = {m for r in reqs for m in re.findall(r"(?:tensorrt-cu|cuda-python>=)(\d+)", r)}
         assert len(majors) <= 1, (name, reqs)
+
+
+def test_fast_extra_resolves_on_jetpack6_with_numpy_1(tmp_path):
+    """``segrt[fast]`` (numba, the compiled instance paste and drawing) installs on a Jetson's cp310
+    aarch64 under the README's 'numpy<2' constraint, and on desktops."""
+    got = resolve([*runtime_requirements(), *extra("fast")], "3.10", "aarch64", tmp_path, constraints=["numpy<2"])
+    assert "numba" in got and "llvmlite" in got and version_tuple(got["numpy"]) < (2,), got
+    got = resolve([*runtime_requirements(), *extra("fast")], "3.12", "x86_64", tmp_path)
+    assert "numba" in got, got
