@@ -307,10 +307,10 @@ def _paste_compiled(probs: np.ndarray, table: np.ndarray, offsets: np.ndarray, a
     """
     fw, fh = frame_size
     ids = np.zeros((fh, fw), np.uint8)
-    y0, y1 = int(table[:, 1].min()), int((table[:, 1] + table[:, 5] - table[:, 4]).max())
-    chunks = 4 * workers if workers > 1 else 1
-    bands = [np.array([y0 + (y1 - y0) * c // chunks, y0 + (y1 - y0) * (c + 1) // chunks], np.int64)
-             for c in range(chunks)]
+    # bands of equal work, two per thread (claimed by whichever is free): more bands cost more than
+    # they balance (each recomputes the column weights of the masks it cuts: 8 bands 1.9 ms, 4 bands 1.2)
+    chunks = 2 * workers if workers > 1 else 1
+    bands = _bands_of_equal_work(table, fh, chunks)
     areas = np.zeros((chunks, len(table)), np.int64)  # each band's counts, summed below
     widest = int((table[:, 7] - table[:, 6]).max())
     th = np.float32(threshold)
@@ -321,6 +321,19 @@ def _paste_compiled(probs: np.ndarray, table: np.ndarray, offsets: np.ndarray, a
 
     parallel.run_chunks(paste_band, chunks, workers)
     return areas.sum(0), ids
+
+
+def _bands_of_equal_work(table: np.ndarray, height: int, n: int) -> list[np.ndarray]:
+    """``n`` bands (row0, row1) of frame rows 0..height-1 with about the same mask pixels each
+    (``table`` as :func:`_paste_table`), so that the threads pasting them finish together."""
+    top, rows, width = table[:, 1], table[:, 5] - table[:, 4], table[:, 7] - table[:, 6]
+    per_row = np.zeros(height + 1, np.int64)  # each row's mask pixels, as steps at the masks' ends
+    np.add.at(per_row, top, width)
+    np.add.at(per_row, top + rows, -width)
+    done = np.cumsum(np.cumsum(per_row[:height]))  # pixels in rows 0..y
+    cuts = np.searchsorted(done, done[-1] * np.arange(1, n) / n).tolist()
+    edges = [0, *cuts, height]
+    return [np.array(edges[c:c + 2], np.int64) for c in range(n)]
 
 
 def _kernel_scratch(m: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -93,7 +93,6 @@ def paste_masks(probs, geometry, offsets, threshold, arena, areas, rows, cols, w
                 x1 = x0 + 1 if x0 < last_col else x0
                 wx = weights[j]
                 dst[j] = src[x0] * (one - wx) + src[x1] * wx
-        count = 0
         painted = paint and k < 255
         label = np.uint8(k + 1 if k < 255 else 0)
         for i in range(first, last):
@@ -115,14 +114,14 @@ def paste_masks(probs, geometry, offsets, threshold, arena, areas, rows, cols, w
             out = arena[start:start + cw]
             for j in range(cw):
                 out[j] = np.uint8((a[j] * wa + b[j] * wy) >= threshold)
-            c = 0
-            for j in range(cw):
-                c += out[j]
-            count += c
             if painted:
                 dst_ids = ids[y + i, x:x + cw]
                 for j in range(cw):
                     dst_ids[j] = label if out[j] else dst_ids[j]
+        block = arena[offsets[k] + first * cw:offsets[k] + last * cw]  # this band's rows of the mask, counted
+        count = 0  # in one loop (a loop per row costs more than its pixels on narrow masks)
+        for j in range(block.shape[0]):
+            count += block[j]
         areas[k] += count
 
 

@@ -480,3 +480,23 @@ def test_of_equal_scores_the_first_instance_is_drawn_on_top(paste_and_draw_code)
     painter.draw(inst, columns, painter.order(columns), frame, [(canvas, False)], 0.5, 1)
     assert inst[0].box[0] < inst[1].box[0]  # the stable order keeps the list's order
     assert canvas[50, 50].tolist() == [255, 0, 0]  # where both masks are, the first instance's colour
+
+
+def test_paste_bands_cover_every_row_once_with_about_equal_work(paste_and_draw_code):
+    from segrt.runtime.instances import _bands_of_equal_work, _paste_table
+
+    if paste_and_draw_code == "opencv":
+        pytest.skip("the bands split the compiled paste")
+    rng = np.random.default_rng(2)
+    x0, y0 = rng.integers(-50, 1900, 200), rng.integers(-50, 1000, 200)
+    pixels = np.stack([x0, y0, x0 + rng.integers(1, 600, 200), y0 + rng.integers(1, 300, 200)], 1)
+    table, _ = _paste_table(pixels.astype(np.int64), (1920, 1080))
+    work = np.zeros(1080, np.int64)  # each frame row's mask pixels
+    for x, y, _, _, r0, r1, c0, c1 in table.tolist():
+        work[y:y + r1 - r0] += c1 - c0
+    for n in (1, 2, 4, 7):
+        bands = [b.tolist() for b in _bands_of_equal_work(table, 1080, n)]
+        assert bands[0][0] == 0 and bands[-1][1] == 1080 and len(bands) == n
+        assert all(a[1] == b[0] and a[0] <= a[1] for a, b in zip(bands, bands[1:]))
+        shares = [work[a:b].sum() / work.sum() for a, b in bands]
+        assert max(shares) < 1 / n + 0.05, shares  # within a few rows' work of an even split
