@@ -5,9 +5,14 @@ Optional: with ``numba`` installed (``pip install 'segrt[fast]'``) :func:`enable
 it (or with ``SEGRT_NO_JIT=1`` in the environment) they use their OpenCV code, which gives the
 same masks and pictures (tested both ways). Every kernel releases the GIL (``nogil``), so the
 threads of :mod:`segrt.runtime.parallel` run them in parallel, and allocates nothing: the caller
-passes its buffers. Each is compiled on first use and cached on disk (numba's ``cache=True``:
-next to this module, or in the user's cache directory where that is read-only), so only the
-first run on a machine pays the compile (about a second per kernel).
+passes its buffers.
+
+Each kernel has one signature (views of any layout where callers pass views), compiled on its
+first call or by :func:`warm_up` and cached on disk (numba's ``cache=True``: next to this module,
+or in the user's cache directory where that is read-only). So a machine compiles each kernel
+once, about a second each, and a stream never stalls mid-way to compile a variant for a new
+array layout (numba would otherwise compile one per layout it meets, e.g. the first time the
+masks span the frame's whole width). The renderer of an instance bundle warms up when made.
 
 Why loops: the paste's float resize, threshold and pixel count are three OpenCV passes over 12
 Mpx of masks in a busy frame; one loop does all three per output row, while the row is in
@@ -16,16 +21,22 @@ at the edges).
 """
 from __future__ import annotations
 
+import functools
 import os
+import threading
+from typing import Callable
 
 import numpy as np
 
 try:  # optional: the runtime stays light without it
     import numba
-except ImportError:  # the old-library CI run has no numba: the OpenCV code runs there
-    numba = None
+    from numba import types as nt
+except ImportError:  # the OpenCV code runs instead
+    numba = nt = None
 
 _DISABLED = os.environ.get("SEGRT_NO_JIT", "").strip() not in ("", "0")
+_compile_lock = threading.Lock()
+_kernels: list[_Kernel] = []
 
 
 def enabled() -> bool:
@@ -33,14 +44,50 @@ def enabled() -> bool:
     return numba is not None and not _DISABLED
 
 
-def _jit(fn):
-    """``fn`` compiled (nogil, cached, no bounds checks), or ``fn`` itself without numba."""
-    if numba is None:
-        return fn
-    return numba.njit(nogil=True, cache=True, boundscheck=False)(fn)
+def warm_up() -> None:
+    """Compile (or load from the disk cache) every kernel now, not on its first frame."""
+    if enabled():
+        for kernel in _kernels:
+            kernel.compiled()
 
 
-@_jit
+class _Kernel:
+    """``fn`` compiled by numba for the one signature ``signature()`` gives, on first use."""
+
+    def __init__(self, fn: Callable, signature: Callable[[], object]) -> None:
+        self._fn, self._signature, self._compiled = fn, signature, None
+        functools.update_wrapper(self, fn)
+        _kernels.append(self)
+
+    def compiled(self) -> Callable:
+        if self._compiled is None:
+            with _compile_lock:  # two threads' first frames compile it once
+                if self._compiled is None:
+                    self._compiled = numba.njit(self._signature(), nogil=True, cache=True, boundscheck=False)(self._fn)
+        return self._compiled
+
+    def __call__(self, *args):
+        return (self._compiled or self.compiled())(*args)
+
+
+def _jit(signature: Callable[[], object]) -> Callable[[Callable], Callable]:
+    """A kernel of one signature (a function of numba's types, called only when numba is there);
+    without numba, the plain function."""
+    def wrap(fn: Callable) -> Callable:
+        return fn if numba is None else _Kernel(fn, signature)
+    return wrap
+
+
+def _c(dtype: str, ndim: int):
+    return nt.Array(getattr(nt, dtype), ndim, "C")
+
+
+def _any(dtype: str, ndim: int):  # a view: any strides
+    return nt.Array(getattr(nt, dtype), ndim, "A")
+
+
+@_jit(lambda: nt.void(_c("float32", 3), _c("int64", 2), _c("int64", 1), nt.float32, _c("uint8", 1), _c("int64", 1),
+                      _c("float32", 2), _c("int64", 1), _c("float32", 1), _c("uint8", 2), _c("int64", 1)))
 def paste_masks(probs, geometry, offsets, threshold, arena, areas, rows, cols, weights, ids, band):
     """Paste the rows of every mask that fall in frame rows ``band`` (row0, row1) into ``arena``
     (flat uint8), and paint them into the id map ``ids``.
@@ -125,7 +172,7 @@ def paste_masks(probs, geometry, offsets, threshold, arena, areas, rows, cols, w
         areas[k] += count
 
 
-@_jit
+@_jit(lambda: nt.void(_any("uint8", 3), _c("int64", 2), _c("uint8", 2), nt.int64, nt.int64, nt.int64))
 def box_outlines(canvas, boxes, colours, thickness, row0, row1):
     """Each box's outline, ``thickness`` nested one-pixel rectangles inside it, clipped to ``canvas``
     and to its rows ``row0 .. row1 - 1`` (bands drawn by different threads share nothing).
@@ -155,7 +202,7 @@ def box_outlines(canvas, boxes, colours, thickness, row0, row1):
                     row[x, 2] = r
 
 
-@_jit
+@_jit(lambda: nt.void(_any("uint8", 2), _any("uint8", 2), _any("uint8", 2), nt.uint8))
 def fill_weights(ids, edges, out, tint):
     """Per pixel (2-D uint8, one shape): 0 where ``ids`` is 0 (no instance), 255 on an outline
     (``edges`` nonzero), else ``tint`` (any other value): what :func:`blend_rows` does with it."""
@@ -167,7 +214,7 @@ def fill_weights(ids, edges, out, tint):
             o[x] = np.uint8(0) if i[x] == 0 else (np.uint8(255) if e[x] != 0 else tint)
 
 
-@_jit
+@_jit(lambda: nt.void(_any("uint8", 2), _any("uint8", 2), _any("uint8", 2), _any("uint8", 2), nt.float32))
 def blend_rows(frame, colours, weights, out, alpha):
     """Rows of interleaved bytes (2-D uint8, one shape): ``out`` is ``frame`` where ``weights`` is
     0, ``colours`` where it is 255, else ``frame * (1 - alpha) + colours * alpha`` rounded to

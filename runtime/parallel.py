@@ -55,14 +55,22 @@ def run_parts(fn: Callable[[int], T], n: int) -> list[T]:
     return [first, *(f.result() for f in futures)]
 
 
-def run_chunks(fn: Callable[[int, int], None], chunks: int, workers: int) -> None:
-    """``fn(chunk, worker)`` for each chunk in ``0 .. chunks-1``, in claim order, over ``workers`` threads."""
+def run_chunks(fn: Callable[[int, int], None], chunks: int, workers: int,
+               first: Callable[[], None] | None = None) -> None:
+    """``fn(chunk, worker)`` for each chunk in ``0 .. chunks-1``, in claim order, over ``workers`` threads.
+
+    With ``first``, the calling thread runs it before it claims chunks, while the other workers
+    have started on theirs: Python work of the caller's (which holds the GIL) overlaps chunks
+    that release it.
+    """
     claim = itertools.count().__next__  # atomic under the GIL
 
     def work(worker: int) -> None:
+        if worker == 0 and first is not None:
+            first()
         chunk = claim()
         while chunk < chunks:
             fn(chunk, worker)
             chunk = claim()
 
-    run_parts(work, min(workers, chunks))
+    run_parts(work, max(1, min(workers, chunks)))

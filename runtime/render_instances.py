@@ -28,6 +28,7 @@ instances are painted (the 255 most confident).
 from __future__ import annotations
 
 import functools
+import math
 from typing import Callable, Iterator, Sequence
 
 import cv2
@@ -71,25 +72,16 @@ class InstancePainter:
         self._lut = np.zeros(256, np.int32)  # id -> packed colour; id 0 is black
         self._parts: dict[tuple, np.ndarray] = {}  # name or score text on a colour
         self._tags: dict[tuple, np.ndarray] = {}  # whole tags, name and score
+        self._scratch: dict[int, dict[str, np.ndarray]] = {}  # per worker: a band's colours, weights, outlines
 
-    def _ensure(self, frame_size: tuple[int, int], bands: int) -> None:
+    def _ensure(self, frame_size: tuple[int, int]) -> None:
         if self._size != frame_size:
             self._size = frame_size
             w, h = frame_size
             self._ids = np.zeros((h, w), np.uint8)
-            self._col = np.empty((h, w, 3), np.uint8)
-            self._packed = np.empty((h, w), np.int32)  # colours as 4 bytes, before dropping the 4th
-            self._background = np.empty((h, w), np.uint8)  # background mask, or (compiled) blend weights
-            self._weights = np.empty((h, w, 3), np.uint8)  # (compiled) blend weights per byte
             self._plane = np.empty((h, w), np.uint8)  # rank fills
-            # one per thread: outlines are computed over a band plus a halo of rows, which
-            # neighbouring bands must not share
-            self._edges: list[np.ndarray] = []
             self._spare_ids: list[np.ndarray] = []  # more threads' id maps and rank fills
             self._spare_planes: list[np.ndarray] = []
-        w, h = frame_size
-        while len(self._edges) < bands:
-            self._edges.append(np.empty((h, w), np.uint8))
 
     def order(self, columns: InstanceColumns) -> np.ndarray:
         """Indices of the painted instances (the 255 most confident), lowest score first: the last
@@ -129,9 +121,9 @@ class InstancePainter:
             x0, y0 = int(x[inside].min()), int(y[inside].min())
             x1, y1 = int((x + cols)[inside].max()), int((y + rows)[inside].max())
             rect = max(0, x0 - thickness), max(0, y0 - thickness), min(w, x1 + thickness), min(h, y1 + thickness)
-        boxes = self._boxes(columns, order, name_of, font) if name_of is not None and len(order) else None
+        boxes = self._boxes(columns, order) if name_of is not None and len(order) else None
         n = max(1, min(parallel.parts(), h * w // _MIN_BAND_PIXELS))
-        self._ensure((w, h), n)
+        self._ensure((w, h))
         if ids is None and rect is not None:
             placed = np.stack([rows, cols, x, y, ranks], 1)[inside]  # (rows, cols, x, y, rank) per painted mask
             pixels = int((placed[:, 0] * placed[:, 1]).sum())
@@ -142,8 +134,10 @@ class InstancePainter:
         # compiled, each band also gets its rows of the box outlines, over its fills
         outlines = (boxes[0], self.colours[boxes[1]]) if boxes is not None and kernels.enabled() else None
         ids_map = self._ids if ids is None else ids
+        # the tags (Python) are placed by this thread while the others have started on the bands
+        tags = (lambda: self._place_tags(columns, order, boxes, name_of, font)) if boxes is not None else None
         parallel.run_chunks(lambda c, b: self._fill_band(frame, ids_map, canvases, alpha, thickness, rect, chunks[c],
-                                                         b, outlines), m, n)
+                                                         b, outlines), m, n, first=tags)
         if boxes is not None:  # on top of every fill
             self._draw_boxes(canvases, thickness, boxes, outlines is None)
         if ids is None and rect is not None:
@@ -227,12 +221,13 @@ class InstancePainter:
         x0, y0, x1, y1 = rect
         r0, r1 = rows
         sub_ids = ids[r0:r1, x0:x1]
-        col = self._col[r0:r1, x0:x1]
+        rows, width = r1 - r0, x1 - x0
         # id -> colour: one 32-bit lookup per pixel, then the 4th byte dropped (half the cost of a
         # 3-channel lookup such as applyColorMap: 0.7 vs 1.24 ms for a 1080p frame on one core)
-        packed = self._packed[r0:r1, x0:x1]
+        packed = self._band(b, "packed", (rows, width), np.int32)
+        col = self._band(b, "colours", (rows, width, 3), np.uint8)
         cv2.LUT(sub_ids, self._lut, dst=packed)
-        cv2.cvtColor(packed.view(np.uint8).reshape(r1 - r0, x1 - x0, 4), cv2.COLOR_BGRA2BGR, dst=col)
+        cv2.cvtColor(packed.view(np.uint8).reshape(rows, width, 4), cv2.COLOR_BGRA2BGR, dst=col)
         background = edge = weights = None
         compiled = kernels.enabled()
         if any(on_frame for _, on_frame in canvases):  # the mask view needs neither
@@ -240,13 +235,13 @@ class InstancePainter:
             # the rows at the band's edges see their true neighbours
             k = max(3, 2 * thickness - 1)
             a, z = max(y0, r0 - k // 2), min(y1, r1 + k // 2)
-            halo = self._edges[b][a:z, x0:x1]
+            halo = self._band(b, "edges", (z - a, width), np.uint8)
             cv2.morphologyEx(ids[a:z, x0:x1], cv2.MORPH_GRADIENT, _square(k), dst=halo)
             edge = halo[r0 - a:r1 - a]
-            background = self._background[r0:r1, x0:x1]
+            background = self._band(b, "background", (rows, width), np.uint8)
             if compiled:  # per pixel: frame, tint or outline, as one weight per byte
                 kernels.fill_weights(sub_ids, edge, background, np.uint8(128))
-                weights = self._weights[r0:r1, x0:x1]
+                weights = self._band(b, "weights", (rows, width, 3), np.uint8)
                 cv2.cvtColor(background, cv2.COLOR_GRAY2BGR, dst=weights)
             else:
                 cv2.compare(sub_ids, 0, cv2.CMP_EQ, dst=background)
@@ -268,14 +263,29 @@ class InstancePainter:
             cv2.copyTo(src, background, out)
             cv2.copyTo(col, edge, out)
 
-    def _boxes(self, columns: InstanceColumns, order: np.ndarray, name_of: Callable[[int], str],
-               font: tuple[float, int]) -> tuple[np.ndarray, np.ndarray, list]:
+    def _band(self, worker: int, name: str, shape: tuple[int, ...], dtype: type) -> np.ndarray:
+        """Worker ``worker``'s scratch ``name`` as a ``shape`` array: band-sized, not frame-sized, so
+        that a band's passes stay in cache; grown when a band needs more, kept across frames."""
+        buffers = self._scratch.setdefault(worker, {})
+        size = math.prod(shape)
+        buffer = buffers.get(name)
+        if buffer is None or buffer.size < size:
+            buffer = buffers[name] = np.empty(size, dtype)
+        return buffer[:size].reshape(shape)
+
+    def _boxes(self, columns: InstanceColumns, order: np.ndarray) -> tuple[np.ndarray, np.ndarray, list]:
         """Each box, lowest score first: inclusive corners (N x 4: x0, y0, x1, y1), colour indices
-        (N) and (tag, tag's top-left x, y)."""
-        tags, placed = self._tags, []
+        (N), and a list for its tags (:meth:`_place_tags`)."""
         corners = np.rint(columns.boxes[order]).astype(np.int64)  # half to even, as round()
         corners[:, 2:] = np.maximum(corners[:, :2], corners[:, 2:] - 1)
-        colour_index = order % len(self.colours)
+        return corners, order % len(self.colours), []
+
+    def _place_tags(self, columns: InstanceColumns, order: np.ndarray, boxes: tuple[np.ndarray, np.ndarray, list],
+                    name_of: Callable[[int], str], font: tuple[float, int]) -> None:
+        """Append each box's (tag, tag's top-left x, y) to ``boxes[2]``: above the box, or inside
+        it where there is no room above."""
+        tags, placed = self._tags, boxes[2]
+        corners, colour_index = boxes[0], boxes[1]
         for label, score, ci, bx0, by0 in zip(columns.labels[order].tolist(), columns.scores[order].tolist(),
                                               colour_index.tolist(), corners[:, 0].tolist(), corners[:, 1].tolist()):
             key = (name_of(label), f" {score:.2f}", ci, font)
@@ -283,9 +293,8 @@ class InstancePainter:
             if tag is None:
                 tag = self._tag(key)
             th = tag.shape[0]
-            y_tag = by0 - th if by0 - th >= 0 else max(by0, 0)  # no room above the box: inside it
+            y_tag = by0 - th if by0 - th >= 0 else max(by0, 0)
             placed.append((tag, max(bx0, 0), y_tag))
-        return corners, colour_index, placed
 
     def _tag(self, key: tuple[str, str, int, tuple[float, int]]) -> np.ndarray:
         """The tag for ``key`` = (name, score text, colour, font): the name's and the score's bitmaps side by side.
