@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 
 from segrt.errors import ConfigError
+from segrt.runtime import kernels
 from segrt.runtime.instances import Instance, instance_columns
 from segrt.runtime.render_instances import InstancePainter
 from segrt.runtime.manifest import Manifest
@@ -111,6 +112,8 @@ class Renderer:
         self._has_bg = bool(bg.any())
         self._inst_colours = _instance_colours()
         self._painter = InstancePainter(self._inst_colours)
+        if self.instances:  # compile (or load) the paste and drawing loops now, not on the first frame
+            kernels.warm_up()
         self._tints: dict[int, np.ndarray] = {}
         self._geom: tuple | None = None
         self._rows: dict[tuple[int, str], np.ndarray] = {}

@@ -500,3 +500,22 @@ def test_paste_bands_cover_every_row_once_with_about_equal_work(paste_and_draw_c
         assert all(a[1] == b[0] and a[0] <= a[1] for a, b in zip(bands, bands[1:]))
         shares = [work[a:b].sum() / work.sum() for a, b in bands]
         assert max(shares) < 1 / n + 0.05, shares  # within a few rows' work of an even split
+
+
+def test_an_instance_renderer_compiles_every_kernel_when_made(paste_and_draw_code):
+    """A stream never stalls on its first frame (or on a new array layout) to compile: each kernel
+    has one signature, compiled (or loaded from numba's cache) when the renderer is made."""
+    if paste_and_draw_code == "opencv":
+        pytest.skip("about the compiled kernels")
+    Renderer(_manifest())
+    assert kernels._kernels and all(k._compiled is not None for k in kernels._kernels)
+    for k in kernels._kernels:
+        assert len(k._compiled.signatures) == 1, k.__name__
+    lb = letterbox_for((1280, 720), (480, 320), "letterbox")
+    inst = instances_from_outputs(_crowded_scene(n=40, seed=1), lb, 0.5)
+    frame = np.zeros((720, 1280, 3), np.uint8)
+    big = np.zeros((720, 2560, 3), np.uint8)
+    Renderer(_manifest()).render(frame, inst, lb)
+    Renderer(_manifest(), view="side-by-side").render(frame, inst, lb, out=big)  # strided halves of one canvas
+    for k in kernels._kernels:
+        assert len(k._compiled.signatures) == 1, k.__name__  # no variant compiled for other layouts
