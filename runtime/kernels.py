@@ -63,8 +63,17 @@ class _Kernel:
         if self._compiled is None:
             with _compile_lock:  # two threads' first frames compile it once
                 if self._compiled is None:
-                    self._compiled = numba.njit(self._signature(), nogil=True, cache=True, boundscheck=False)(self._fn)
+                    self._compiled = self._compile()
         return self._compiled
+
+    def _compile(self) -> Callable:
+        options = {"nogil": True, "boundscheck": False}
+        try:
+            return numba.njit(self._signature(), cache=True, **options)(self._fn)
+        except RuntimeError as exc:  # no writable cache directory (a read-only install, no home directory)
+            if "cannot cache" not in str(exc):
+                raise
+            return numba.njit(self._signature(), cache=False, **options)(self._fn)
 
     def __call__(self, *args):
         return (self._compiled or self.compiled())(*args)

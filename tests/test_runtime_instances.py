@@ -519,3 +519,28 @@ def test_an_instance_renderer_compiles_every_kernel_when_made(paste_and_draw_cod
     Renderer(_manifest(), view="side-by-side").render(frame, inst, lb, out=big)  # strided halves of one canvas
     for k in kernels._kernels:
         assert len(k._compiled.signatures) == 1, k.__name__  # no variant compiled for other layouts
+
+
+def test_a_kernel_compiles_without_a_writable_cache(paste_and_draw_code, monkeypatch):
+    """Where numba finds no writable cache directory (a read-only install without a home
+    directory) the kernel is compiled for this process alone instead of failing the stream."""
+    if paste_and_draw_code == "opencv":
+        pytest.skip("about the compiled kernels")
+    import numba
+
+    real = numba.njit
+    calls = []
+
+    def njit(*args, cache=False, **kw):
+        calls.append(cache)
+        if cache:
+            raise RuntimeError("cannot cache function 'fill_weights': no locator available for file")
+        return real(*args, cache=cache, **kw)
+
+    kernel = kernels._Kernel(kernels.fill_weights._fn, kernels.fill_weights._signature)
+    kernels._kernels.remove(kernel)
+    monkeypatch.setattr(numba, "njit", njit)
+    ids = np.array([[0, 1, 2]], np.uint8)
+    out = np.zeros_like(ids)
+    kernel(ids, np.array([[0, 0, 1]], np.uint8), out, np.uint8(9))
+    assert calls == [True, False] and out.tolist() == [[0, 9, 255]]
