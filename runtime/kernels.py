@@ -211,6 +211,22 @@ def box_outlines(canvas, boxes, colours, thickness, row0, row1):
                     row[x, 2] = r
 
 
+@_jit(lambda: nt.void(_any("uint8", 2), _c("uint8", 1), _c("int64", 2)))
+def paste_tags(canvas, atlas, table):
+    """Copy tags into ``canvas`` (rows of 3 w bytes: a BGR image's rows), in order, clipped to it:
+    ``table[t]`` = (offset, height, width, x, y), tag t being ``height`` rows of ``width`` BGR
+    pixels in ``atlas`` from ``offset``, placed with its top-left at (x, y) (x, y >= 0)."""
+    h, w = canvas.shape[0], canvas.shape[1] // 3
+    for t in range(table.shape[0]):
+        offset, th, tw, x, y = table[t, 0], table[t, 1], table[t, 2], table[t, 3], table[t, 4]
+        n = 3 * min(tw, w - x)
+        for i in range(min(th, h - y)):
+            src = atlas[offset + 3 * i * tw:offset + 3 * i * tw + n]
+            dst = canvas[y + i, 3 * x:3 * x + n]
+            for j in range(n):
+                dst[j] = src[j]
+
+
 @_jit(lambda: nt.void(_any("uint8", 2), _any("uint8", 2), _any("uint8", 2), nt.uint8))
 def fill_weights(ids, edges, out, tint):
     """Per pixel (2-D uint8, one shape): 0 where ``ids`` is 0 (no instance), 255 on an outline

@@ -35,13 +35,12 @@ import cv2
 import numpy as np
 
 from segrt.runtime import kernels, parallel
+from segrt.runtime.instance_tags import TagCache
 from segrt.runtime.instances import Instance, InstanceColumns
 
 MAX_PAINTED = 255  # ids fit a uint8 map; 0 is "no instance"
-_FONT = cv2.FONT_HERSHEY_SIMPLEX
 _MIN_BAND_PIXELS = 150_000  # below this many pixels per band, threads cost more than they save
 _CHUNKS_PER_THREAD = 4
-_MAX_CACHED = 4096  # tags kept (a few KB each); the caches are emptied past this
 
 Rect = tuple[int, int, int, int]
 
@@ -70,8 +69,7 @@ class InstancePainter:
         packed[:, :3] = self.colours
         self._packed_colours = packed.view(np.int32)[:, 0].copy()  # B, G, R, 0 as one int32 (native order)
         self._lut = np.zeros(256, np.int32)  # id -> packed colour; id 0 is black
-        self._parts: dict[tuple, np.ndarray] = {}  # name or score text on a colour
-        self._tags: dict[tuple, np.ndarray] = {}  # whole tags, name and score
+        self._tags = TagCache(self._colour_tuples)
         self._scratch: dict[int, dict[str, np.ndarray]] = {}  # per worker: a band's colours, weights, outlines
 
     def _ensure(self, frame_size: tuple[int, int]) -> None:
@@ -210,7 +208,12 @@ class InstancePainter:
                         if bx0 + k > bx1 - k or by0 + k > by1 - k:
                             break
                         cv2.rectangle(canvas, (bx0 + k, by0 + k), (bx1 - k, by1 - k), self._colour_tuples[ci], 1)
-            for tag, x_tag, y_tag in tags:
+            placed, table = tags
+            rows = _byte_rows(canvas) if kernels.enabled() else None
+            if rows is not None:
+                kernels.paste_tags(rows, self._tags.atlas, table)
+                continue
+            for tag, x_tag, y_tag in placed:
                 if x_tag < w and y_tag < h:  # the tag clipped to the canvas (x_tag, y_tag >= 0)
                     th, tw = tag.shape[:2]
                     canvas[y_tag:y_tag + th, x_tag:x_tag + tw] = tag[:h - y_tag, :w - x_tag]
@@ -282,52 +285,9 @@ class InstancePainter:
 
     def _place_tags(self, columns: InstanceColumns, order: np.ndarray, boxes: tuple[np.ndarray, np.ndarray, list],
                     name_of: Callable[[int], str], font: tuple[float, int]) -> None:
-        """Append each box's (tag, tag's top-left x, y) to ``boxes[2]``: above the box, or inside
-        it where there is no room above."""
-        tags, placed = self._tags, boxes[2]
-        corners, colour_index = boxes[0], boxes[1]
-        for label, score, ci, bx0, by0 in zip(columns.labels[order].tolist(), columns.scores[order].tolist(),
-                                              colour_index.tolist(), corners[:, 0].tolist(), corners[:, 1].tolist()):
-            key = (name_of(label), f" {score:.2f}", ci, font)
-            tag = tags.get(key)
-            if tag is None:
-                tag = self._tag(key)
-            th = tag.shape[0]
-            y_tag = by0 - th if by0 - th >= 0 else max(by0, 0)
-            placed.append((tag, max(bx0, 0), y_tag))
-
-    def _tag(self, key: tuple[str, str, int, tuple[float, int]]) -> np.ndarray:
-        """The tag for ``key`` = (name, score text, colour, font): the name's and the score's bitmaps side by side.
-
-        Each of the two is drawn once per colour (there are few names and at most 101 score
-        texts), so a new name-score pair costs one small copy, not a text rasterisation.
-        """
-        if len(self._tags) >= _MAX_CACHED:
-            self._tags.clear()
-            self._parts.clear()
-        name, score, ci, font = key
-        tag = np.hstack([self._part(name, ci, 2, font), self._part(score, ci, 0, font)])
-        self._tags[key] = tag
-        return tag
-
-    def _part(self, text: str, ci: int, left: int, font: tuple[float, int]) -> np.ndarray:
-        """``text`` on a solid tag of colour ``ci``, ``left`` pixels in and 2 to spare on the right; cached."""
-        key = (text, ci, left, font)
-        part = self._parts.get(key)
-        if part is not None:
-            return part
-        # Every part gets the height of a reference string with the font's tallest and lowest
-        # glyphs (OpenCV 5 measures the baseline of the string given), so the parts of a tag line up.
-        font_scale, thickness = font
-        tw = cv2.getTextSize(text, _FONT, font_scale, thickness)[0][0]
-        (_, th), base = cv2.getTextSize("|Ag(0)", _FONT, font_scale, thickness)
-        colour = self._colour_tuples[ci]
-        part = np.empty((th + base + 5, left + tw + 2, 3), np.uint8)
-        part[:] = colour
-        ink = (0, 0, 0) if sum(colour) > 380 else (255, 255, 255)
-        cv2.putText(part, text, (left, th + 2), _FONT, font_scale, ink, thickness, cv2.LINE_AA)
-        self._parts[key] = part
-        return part
+        """Each box's tag and where it goes (:meth:`TagCache.place`), into ``boxes[2]``."""
+        boxes[2].extend(self._tags.place(columns.labels[order].tolist(), columns.scores[order].tolist(),
+                                         boxes[1].tolist(), boxes[0], name_of, font))
 
 
 @functools.lru_cache(maxsize=8)

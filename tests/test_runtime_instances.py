@@ -544,3 +544,25 @@ def test_a_kernel_compiles_without_a_writable_cache(paste_and_draw_code, monkeyp
     out = np.zeros_like(ids)
     kernel(ids, np.array([[0, 0, 1]], np.uint8), out, np.uint8(9))
     assert calls == [True, False] and out.tolist() == [[0, 9, 255]]
+
+
+def test_tags_keep_their_atlas_offsets_when_the_atlas_grows(paste_and_draw_code):
+    """Every cached tag lives in one buffer, so a compiled call can paste a frame's tags; when the
+    buffer grows, the tags made before keep their offsets and bytes."""
+    from segrt.runtime.instance_tags import TagCache
+
+    cache = TagCache([(10, 200, 30), (240, 240, 240)])
+    cache.atlas = np.empty(4096, np.uint8)  # a few tags' worth: grows several times below
+    corners = np.array([[5, 40, 60, 90]] * 60, np.int64)
+    placed, table = cache.place(list(range(60)), [0.5 + i / 200 for i in range(60)], [i % 2 for i in range(60)],
+                                corners, lambda label: f"class {label}", (0.5, 1))
+    assert cache.atlas.size > 4096 and table.shape == (60, 5)
+    for (tag, x, y), (offset, th, tw, tx, ty) in zip(placed, table.tolist()):
+        assert (x, y) == (tx, ty) == (5, 40 - th) and tag.shape == (th, tw, 3)
+        assert np.array_equal(cache.atlas[offset:offset + tag.size].reshape(tag.shape), tag)
+    canvas = np.zeros((100, 120, 3), np.uint8)
+    if paste_and_draw_code == "compiled":  # the last tag on top, clipped to the canvas's right edge
+        kernels.paste_tags(canvas.reshape(100, 360), cache.atlas, table)
+        tag, x, y = placed[-1]
+        w = min(tag.shape[1], 120 - x)
+        assert np.array_equal(canvas[y:y + tag.shape[0], x:x + w], tag[:, :w])
