@@ -24,24 +24,38 @@ from __future__ import annotations
 import functools
 import os
 import threading
+from types import ModuleType
 from typing import Callable
 
 import numpy as np
 
-try:  # optional: the runtime stays light without it
-    import numba
-    from numba import types as nt
-except ImportError:  # the OpenCV code runs instead
-    numba = nt = None
+from segrt.errors import BackendError
 
 _DISABLED = os.environ.get("SEGRT_NO_JIT", "").strip() not in ("", "0")
 _compile_lock = threading.Lock()
 _kernels: list[_Kernel] = []
+_numba: ModuleType | None = None  # imported on first need: it adds ~0.15 s to every import of the runtime
+_numba_missing = False
+
+
+def _load_numba() -> ModuleType | None:
+    """numba, imported once, or None where it is not installed (the OpenCV code runs instead)."""
+    global _numba, _numba_missing
+    if _numba is None and not _numba_missing:
+        with _compile_lock:
+            if _numba is None and not _numba_missing:
+                try:
+                    import numba
+                except ImportError:
+                    _numba_missing = True
+                else:
+                    _numba = numba
+    return _numba
 
 
 def enabled() -> bool:
     """Whether the compiled kernels are in use (numba importable and not switched off)."""
-    return numba is not None and not _DISABLED
+    return not _DISABLED and (_numba is not None or _load_numba() is not None)
 
 
 def warm_up() -> None:
@@ -52,51 +66,55 @@ def warm_up() -> None:
 
 
 class _Kernel:
-    """``fn`` compiled by numba for the one signature ``signature()`` gives, on first use."""
+    """``fn`` compiled by numba for the one signature ``signature(numba.types)`` gives, on first use."""
 
-    def __init__(self, fn: Callable, signature: Callable[[], object]) -> None:
+    def __init__(self, fn: Callable, signature: Callable[[ModuleType], object]) -> None:
         self._fn, self._signature, self._compiled = fn, signature, None
         functools.update_wrapper(self, fn)
         _kernels.append(self)
 
     def compiled(self) -> Callable:
         if self._compiled is None:
+            numba = _load_numba()
+            if numba is None:
+                raise BackendError("the compiled kernels need numba", hint="pip install 'segrt[fast]'")
             with _compile_lock:  # two threads' first frames compile it once
                 if self._compiled is None:
-                    self._compiled = self._compile()
+                    self._compiled = self._compile(numba)
         return self._compiled
 
-    def _compile(self) -> Callable:
+    def _compile(self, numba: ModuleType) -> Callable:
         options = {"nogil": True, "boundscheck": False}
+        signature = self._signature(numba.types)
         try:
-            return numba.njit(self._signature(), cache=True, **options)(self._fn)
+            return numba.njit(signature, cache=True, **options)(self._fn)
         except RuntimeError as exc:  # no writable cache directory (a read-only install, no home directory)
             if "cannot cache" not in str(exc):
                 raise
-            return numba.njit(self._signature(), cache=False, **options)(self._fn)
+            return numba.njit(signature, cache=False, **options)(self._fn)
 
     def __call__(self, *args):
         return (self._compiled or self.compiled())(*args)
 
 
-def _jit(signature: Callable[[], object]) -> Callable[[Callable], Callable]:
-    """A kernel of one signature (a function of numba's types, called only when numba is there);
-    without numba, the plain function."""
-    def wrap(fn: Callable) -> Callable:
-        return fn if numba is None else _Kernel(fn, signature)
+def _jit(signature: Callable[[ModuleType], object]) -> Callable[[Callable], _Kernel]:
+    """A kernel of one signature: a function of ``numba.types``, called when it is compiled."""
+    def wrap(fn: Callable) -> _Kernel:
+        return _Kernel(fn, signature)
     return wrap
 
 
-def _c(dtype: str, ndim: int):
+def _c(nt: ModuleType, dtype: str, ndim: int):
     return nt.Array(getattr(nt, dtype), ndim, "C")
 
 
-def _any(dtype: str, ndim: int):  # a view: any strides
+def _any(nt: ModuleType, dtype: str, ndim: int):  # a view: any strides
     return nt.Array(getattr(nt, dtype), ndim, "A")
 
 
-@_jit(lambda: nt.void(_c("float32", 3), _c("int64", 2), _c("int64", 1), nt.float32, _c("uint8", 1), _c("int64", 1),
-                      _c("float32", 2), _c("int64", 1), _c("float32", 1), _c("uint8", 2), _c("int64", 1)))
+@_jit(lambda nt: nt.void(_c(nt, "float32", 3), _c(nt, "int64", 2), _c(nt, "int64", 1), nt.float32,
+                         _c(nt, "uint8", 1), _c(nt, "int64", 1), _c(nt, "float32", 2), _c(nt, "int64", 1),
+                         _c(nt, "float32", 1), _c(nt, "uint8", 2), _c(nt, "int64", 1)))
 def paste_masks(probs, geometry, offsets, threshold, arena, areas, rows, cols, weights, ids, band):
     """Paste the rows of every mask that fall in frame rows ``band`` (row0, row1) into ``arena``
     (flat uint8), and paint them into the id map ``ids``.
@@ -181,7 +199,7 @@ def paste_masks(probs, geometry, offsets, threshold, arena, areas, rows, cols, w
         areas[k] += count
 
 
-@_jit(lambda: nt.void(_any("uint8", 3), _c("int64", 2), _c("uint8", 2), nt.int64, nt.int64, nt.int64))
+@_jit(lambda nt: nt.void(_any(nt, "uint8", 3), _c(nt, "int64", 2), _c(nt, "uint8", 2), nt.int64, nt.int64, nt.int64))
 def box_outlines(canvas, boxes, colours, thickness, row0, row1):
     """Each box's outline, ``thickness`` nested one-pixel rectangles inside it, clipped to ``canvas``
     and to its rows ``row0 .. row1 - 1`` (bands drawn by different threads share nothing).
@@ -211,7 +229,7 @@ def box_outlines(canvas, boxes, colours, thickness, row0, row1):
                     row[x, 2] = r
 
 
-@_jit(lambda: nt.void(_any("uint8", 2), _c("uint8", 1), _c("int64", 2)))
+@_jit(lambda nt: nt.void(_any(nt, "uint8", 2), _c(nt, "uint8", 1), _c(nt, "int64", 2)))
 def paste_tags(canvas, atlas, table):
     """Copy tags into ``canvas`` (rows of 3 w bytes: a BGR image's rows), in order, clipped to it:
     ``table[t]`` = (offset, height, width, x, y), tag t being ``height`` rows of ``width`` BGR
@@ -227,7 +245,7 @@ def paste_tags(canvas, atlas, table):
                 dst[j] = src[j]
 
 
-@_jit(lambda: nt.void(_any("uint8", 2), _any("uint8", 2), _any("uint8", 2), nt.uint8))
+@_jit(lambda nt: nt.void(_any(nt, "uint8", 2), _any(nt, "uint8", 2), _any(nt, "uint8", 2), nt.uint8))
 def fill_weights(ids, edges, out, tint):
     """Per pixel (2-D uint8, one shape): 0 where ``ids`` is 0 (no instance), 255 on an outline
     (``edges`` nonzero), else ``tint`` (any other value): what :func:`blend_rows` does with it."""
@@ -239,7 +257,8 @@ def fill_weights(ids, edges, out, tint):
             o[x] = np.uint8(0) if i[x] == 0 else (np.uint8(255) if e[x] != 0 else tint)
 
 
-@_jit(lambda: nt.void(_any("uint8", 2), _any("uint8", 2), _any("uint8", 2), _any("uint8", 2), nt.float32))
+@_jit(lambda nt: nt.void(_any(nt, "uint8", 2), _any(nt, "uint8", 2), _any(nt, "uint8", 2), _any(nt, "uint8", 2),
+                         nt.float32))
 def blend_rows(frame, colours, weights, out, alpha):
     """Rows of interleaved bytes (2-D uint8, one shape): ``out`` is ``frame`` where ``weights`` is
     0, ``colours`` where it is 255, else ``frame * (1 - alpha) + colours * alpha`` rounded to

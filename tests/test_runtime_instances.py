@@ -566,3 +566,15 @@ def test_tags_keep_their_atlas_offsets_when_the_atlas_grows(paste_and_draw_code)
         tag, x, y = placed[-1]
         w = min(tag.shape[1], 120 - x)
         assert np.array_equal(canvas[y:y + tag.shape[0], x:x + w], tag[:, :w])
+
+
+def test_the_runtime_imports_numba_only_to_compile():
+    """numba adds ~0.15 s to an import: the runtime (pipeline, renderer, paste) imports it only when
+    an instance renderer or paste first needs the kernels."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import segrt.runtime.pipeline, segrt.runtime.render, segrt.runtime.instances; "
+            "assert 'numba' not in sys.modules, 'numba imported'; print('OK')")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip() == "OK", proc.stderr
