@@ -203,7 +203,7 @@ def main() -> None:
     print(f"# maskrcnn_perf on {result['cpu']}")
     if args.part in ("all", "paste"):
         p = result["paste"] = paste_draw_figures(args.instances, args.repeats, args.paste_rounds)
-        impl = "numba kernels" if p["compiled"] else "OpenCV (numba not installed)"
+        impl = "numba kernels" if p["compiled"] else "OpenCV (numba not installed, or SEGRT_NO_JIT set)"
         print(f"paste_draw_ms_1080p: {p['paste_draw_ms_1080p']} ({args.instances} instances; "
               f"paste {p['paste_ms']} + draw {p['draw_ms']}; {p['threads']} thread(s), {impl}; "
               f"rounds {p['paste_draw_ms_1080p_rounds']})")
