@@ -42,6 +42,7 @@ _MIN_PART_PIXELS = 200_000
 # Bands of equal work per thread, claimed by whichever thread is free: more bands cost more than they
 # balance (each recomputes the column weights of the masks it cuts: 8 bands 1.9 ms, 4 bands 1.2).
 _PASTE_BANDS_PER_THREAD = 2
+_MAX_BOX_REACH = 16  # frame sides: a box coordinate farther out than this is malformed
 _scratch = threading.local()  # each thread's float buffer for one resized box, grown as needed
 
 
@@ -207,6 +208,8 @@ def instances_from_outputs(outputs: Mapping[str, np.ndarray], letterbox: Letterb
     ``names`` are the output tensor names (the manifest's ``output.names``): boxes, labels,
     scores, masks and, for static-shape graphs, num_detections (rows past it are padding).
     Bundles made before the static contract have no num_detections and exactly K rows.
+    Detections with a non-finite score or box, or a box reaching more than 16 frame sides out,
+    are dropped; a non-finite mask probability reads as 0 (NaN, -inf) or 1 (+inf).
     """
     try:
         boxes, labels, scores, masks = (outputs[n] for n in names[:4])
@@ -229,7 +232,11 @@ def instances_from_outputs(outputs: Mapping[str, np.ndarray], letterbox: Letterb
     # Unclipped: a box reaching into the letterbox padding keeps its geometry for the paste.
     frame_boxes = letterbox.boxes_to_frame(boxes, clip=False)
     fw, fh = letterbox.frame_size
-    keep = np.flatnonzero(scores >= score_threshold)
+    # A box that is not finite, or reaches past _MAX_BOX_REACH frame sides, is not a detection (a
+    # broken model or export): dropped like a low score, before any integer geometry is made of it.
+    reach = _MAX_BOX_REACH * max(fw, fh)
+    sane = np.all(np.abs(frame_boxes) <= reach, axis=1)  # False for NaN and inf too
+    keep = np.flatnonzero((scores >= score_threshold) & sane)
     keep = keep[np.argsort(-scores[keep], kind="stable")]
     if not len(keep):
         return _instance_list([], _no_columns())
@@ -254,6 +261,9 @@ def instances_from_outputs(outputs: Mapping[str, np.ndarray], letterbox: Letterb
     offsets = ends - sizes
     arena = np.empty(int(ends[-1]), np.uint8)
     probs = np.ascontiguousarray(probs[inside], dtype=np.float32)
+    # probabilities out of a sigmoid lie in [0, 1]; a non-finite one reads as its limit (NaN as 0),
+    # so that both paste implementations see the same finite numbers
+    np.nan_to_num(probs, copy=False, nan=0.0, posinf=1.0, neginf=0.0)
     threshold = float(mask_threshold)
     workers = min(parallel.parts(), (int(ends[-1]) + _MIN_PART_PIXELS - 1) // _MIN_PART_PIXELS)
     id_map = None

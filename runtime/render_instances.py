@@ -133,11 +133,12 @@ class InstancePainter:
         outlines = (boxes[0], self.colours[boxes[1]]) if boxes is not None and kernels.enabled() else None
         ids_map = self._ids if ids is None else ids
         # the tags (Python) are placed by this thread while the others have started on the bands
-        tags = (lambda: self._place_tags(columns, order, boxes, name_of, font)) if boxes is not None else None
+        tags: list = []
+        place = None if boxes is None else (lambda: tags.append(self._place_tags(columns, order, boxes, name_of, font)))
         parallel.run_chunks(lambda c, b: self._fill_band(frame, ids_map, canvases, alpha, thickness, rect, chunks[c],
-                                                         b, outlines), m, n, first=tags)
+                                                         b, outlines), m, n, first=place)
         if boxes is not None:  # on top of every fill
-            self._draw_boxes(canvases, thickness, boxes, outlines is None)
+            self._draw_boxes(canvases, thickness, boxes, tags[0], outlines is None)
         if ids is None and rect is not None:
             self._ids[rect[1]:rect[3], rect[0]:rect[2]] = 0  # ready for the next frame without a full clear
         return rect
@@ -196,10 +197,10 @@ class InstancePainter:
                 kernels.box_outlines(canvas, *outlines, thickness, r0, r1)
 
     def _draw_boxes(self, canvases: Sequence[tuple[np.ndarray, bool]], thickness: int,
-                    boxes: tuple[np.ndarray, np.ndarray, list], outlines: bool) -> None:
+                    boxes: tuple[np.ndarray, np.ndarray], tags: tuple[list, np.ndarray], outlines: bool) -> None:
         """Box outlines (with ``outlines``; else they are drawn), lowest score first, then the tags
-        over them, on every canvas."""
-        corners, colour_index, tags = boxes
+        (:meth:`TagCache.place`) over them, on every canvas."""
+        corners, colour_index = boxes
         for canvas, _ in canvases:
             h, w = canvas.shape[:2]
             if outlines:
@@ -276,18 +277,17 @@ class InstancePainter:
             buffer = buffers[name] = np.empty(size, dtype)
         return buffer[:size].reshape(shape)
 
-    def _boxes(self, columns: InstanceColumns, order: np.ndarray) -> tuple[np.ndarray, np.ndarray, list]:
-        """Each box, lowest score first: inclusive corners (N x 4: x0, y0, x1, y1), colour indices
-        (N), and a list for its tags (:meth:`_place_tags`)."""
+    def _boxes(self, columns: InstanceColumns, order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each box, lowest score first: inclusive corners (N x 4: x0, y0, x1, y1) and colour indices (N)."""
         corners = np.rint(columns.boxes[order]).astype(np.int64)  # half to even, as round()
         corners[:, 2:] = np.maximum(corners[:, :2], corners[:, 2:] - 1)
-        return corners, order % len(self.colours), []
+        return corners, order % len(self.colours)
 
-    def _place_tags(self, columns: InstanceColumns, order: np.ndarray, boxes: tuple[np.ndarray, np.ndarray, list],
-                    name_of: Callable[[int], str], font: tuple[float, int]) -> None:
-        """Each box's tag and where it goes (:meth:`TagCache.place`), into ``boxes[2]``."""
-        boxes[2].extend(self._tags.place(columns.labels[order].tolist(), columns.scores[order].tolist(),
-                                         boxes[1].tolist(), boxes[0], name_of, font))
+    def _place_tags(self, columns: InstanceColumns, order: np.ndarray, boxes: tuple[np.ndarray, np.ndarray],
+                    name_of: Callable[[int], str], font: tuple[float, int]) -> tuple[list, np.ndarray]:
+        """Each box's tag and where it goes (:meth:`TagCache.place`)."""
+        return self._tags.place(columns.labels[order].tolist(), columns.scores[order].tolist(),
+                                boxes[1].tolist(), boxes[0], name_of, font)
 
 
 @functools.lru_cache(maxsize=8)

@@ -438,7 +438,7 @@ def test_instances_the_paste_did_not_make_draw_the_same(paste_and_draw_code):
     plain = list(inst)
     assert instance_columns(plain).id_map is None
     assert np.array_equal(Renderer(_manifest()).render(frame, plain, lb), made)
-    dropped = inst.pop(0)  # the most confident instance goes
+    inst.pop(0)  # the most confident instance goes
     assert inst.recorded_columns() is None
     assert np.array_equal(instance_columns(inst).labels, [i.label for i in plain[1:]])
     assert np.array_equal(Renderer(_manifest()).render(frame, inst, lb), Renderer(_manifest()).render(frame, plain[1:], lb))
@@ -578,3 +578,30 @@ def test_the_runtime_imports_numba_only_to_compile():
             "assert 'numba' not in sys.modules, 'numba imported'; print('OK')")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and proc.stdout.strip() == "OK", proc.stderr
+
+
+def test_malformed_detections_are_dropped_and_non_finite_probabilities_read_as_their_limits(paste_and_draw_code):
+    """A broken model's outputs: boxes with NaN or inf coordinates, or reaching far past the frame,
+    and a NaN score are dropped (no integer geometry is made of them, no warning); a mask of +inf
+    pastes full, one of NaN or -inf empty; the renderer draws what is left."""
+    import warnings
+
+    lb = letterbox_for((1280, 720), (480, 320), "letterbox")
+    boxes = np.array([[np.nan, 10, 50, 60], [10, np.inf, 60, 90], [-np.inf, -np.inf, np.inf, np.inf],
+                      [-1e9, -1e9, 1e9, 1e9], [1e12, 1e12, 2e12, 2e12],  # malformed: dropped
+                      [10, 10, 200, 150], [210, 10, 300, 150], [310, 10, 400, 150], [20, 160, 120, 300]], np.float32)
+    masks = np.full((9, 1, 28, 28), 0.9, np.float32)
+    masks[5] = np.inf
+    masks[6] = np.nan
+    masks[7] = -np.inf
+    scores = np.array([0.9, 0.9, 0.9, 0.95, 0.9, 0.8, 0.7, 0.6, np.nan], np.float32)
+    out = _outputs(boxes, scores, np.arange(1, 10), masks)
+    frame = np.random.default_rng(1).integers(0, 256, (720, 1280, 3), dtype=np.uint8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "invalid value encountered in cast"
+        inst = instances_from_outputs(out, lb, 0.5)
+        Renderer(_manifest()).render(frame, inst, lb)
+    assert [i.label for i in inst] == [6, 7, 8]
+    full, nan, negative = inst
+    assert full.mask.all() and full.area == full.mask.size > 0
+    assert not nan.mask.any() and nan.area == 0 and not negative.mask.any() and negative.area == 0
