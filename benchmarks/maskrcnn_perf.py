@@ -12,7 +12,7 @@
   ``--paste-rounds`` rounds of ``--repeats`` frames, with OpenCV's default thread count (both
   steps split their work across ``segrt.runtime.parallel.parts()`` threads). Each round also
   times one thread (``cv2.setNumThreads(1)``, ``paste_draw_ms_1080p_1thread``) and, with numba
-  installed, the OpenCV implementation (``paste_draw_ms_1080p_opencv``, the same pictures):
+  installed, the OpenCV implementation (``paste_draw_ms_1080p_opencv``, the same pictures here):
   interleaved, so that a shared machine's slow spells fall on all three alike; each round's
   median is printed too.
 * ``ort_speedup_vs_torch``: PyTorch eager ``MaskRCNNExport`` (the exported module itself,

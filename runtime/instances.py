@@ -12,7 +12,8 @@ All masks of a frame share one buffer (one allocation per frame, not one per ins
 by the threads of :mod:`segrt.runtime.parallel`, and each mask's pixel count is taken while it
 is in cache (``Instance.area``). With numba (``segrt[fast]``) one compiled loop per band of
 frame rows resizes, thresholds and counts each mask row in one pass (the arithmetic of
-``cv2.resize``; the same masks, tested) and records the frame's instance map on the way
+``cv2.resize``, though not its SIMD rounding: a pixel whose value lies within float rounding
+of the threshold may land on the other side, about 1 in a few Mpx) and records the frame's instance map on the way
 (:attr:`InstanceColumns.id_map`, which the renderer draws from); without it each box is
 resized into a per-thread float scratch buffer by ``cv2.resize`` and thresholded into its
 mask. 8-bit probabilities would move the mask border by a pixel or two where a box is

@@ -17,7 +17,8 @@ first; the label tags ("name 0.87") go over all of them. Tags are cached bitmaps
 and score drawn once per colour: a tag costs a slice copy, not a text rasterisation.
 
 Both implementations (numba's loops, ``segrt[fast]``, :mod:`segrt.runtime.kernels`, and plain
-OpenCV) draw the same picture (tested to the byte). Threads (:mod:`segrt.runtime.parallel`;
+OpenCV) draw the same picture from the same masks (tested to the byte; their pastes can differ
+at a pixel whose value lies within float rounding of the threshold). Threads (:mod:`segrt.runtime.parallel`;
 OpenCV calls and the compiled loops release the GIL): without an id map from the paste, each
 paints every n-th mask into a map of its own, merged by max; then the fills and outlines (and,
 compiled, the box outlines) go in bands of rows claimed by whichever thread is free (outlines
